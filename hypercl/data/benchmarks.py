@@ -1,0 +1,199 @@
+"""Continual-learning benchmarks built from MNIST: Split MNIST and Permuted MNIST.
+
+The data is loaded once into tensors; a task is a :class:`TaskData` (no DataLoader).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .mnist import MNISTArrays, load_mnist
+from .paths import PathLike
+from .tasks import PermutedImages, SharedBase, TaskData
+
+__all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "get_benchmark", "task_permutation", "BENCHMARKS"]
+
+
+class Benchmark:
+    """A sequence of tasks; iterate it, index it, or use ``.tasks``."""
+
+    name: str = ""
+    tasks: List[TaskData]
+    input_dim: int
+    classes_per_task: int
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def total_classes(self) -> int:
+        """Number of distinct global labels (for the class-incremental, CL3, head)."""
+        return max(t.class_offset + t.num_classes for t in self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> TaskData:
+        return self.tasks[i]
+
+    def __iter__(self) -> Iterator[TaskData]:
+        return iter(self.tasks)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_tasks={self.num_tasks}, input_dim={self.input_dim}, "
+                f"classes_per_task={self.classes_per_task})")
+
+
+def _first(n: Optional[int], x: torch.Tensor) -> torch.Tensor:
+    if n is not None and n < 0:
+        raise ValueError(f"max_*_per_task must be >= 0, got {n}")
+    return x if n is None else x[:n]
+
+
+def _get_arrays(arrays: Optional[MNISTArrays], root, download: bool, verify: bool) -> MNISTArrays:
+    return arrays if arrays is not None else load_mnist(root, download=download, verify=verify)
+
+
+class SplitMNIST(Benchmark):
+    """Split MNIST: 5 binary tasks {0,1}, {2,3}, {4,5}, {6,7}, {8,9}.
+
+    Inputs: images flattened to 784 float32 values ``x / 255`` in [0, 1] (no normalisation).
+    Task t has local labels {0, 1} (digit ``2t`` -> 0, ``2t+1`` -> 1) and ``class_offset = 2t``.
+    ``max_train_per_task`` / ``max_test_per_task`` keep the first k samples of each task
+    (in MNIST order). ``arrays`` lets you pass already loaded :class:`MNISTArrays`.
+    """
+
+    name = "split_mnist"
+
+    def __init__(
+        self,
+        root: Optional[PathLike] = None,
+        download: bool = True,
+        max_train_per_task: Optional[int] = None,
+        max_test_per_task: Optional[int] = None,
+        *,
+        verify: bool = True,
+        arrays: Optional[MNISTArrays] = None,
+    ) -> None:
+        data = _get_arrays(arrays, root, download, verify)
+        self.input_dim = 28 * 28
+        self.classes_per_task = 2
+        self.tasks = []
+        for t in range(5):
+            lo = 2 * t
+            split = {}
+            for part, images, labels, limit in (
+                ("train", data.train_images, data.train_labels, max_train_per_task),
+                ("test", data.test_images, data.test_labels, max_test_per_task),
+            ):
+                idx = _first(limit, torch.nonzero((labels == lo) | (labels == lo + 1)).flatten())
+                split[f"x_{part}"] = images[idx].reshape(len(idx), -1).to(torch.float32).div_(255.0)
+                split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
+            self.tasks.append(
+                TaskData(name=f"split_mnist/{lo}-{lo + 1}", num_classes=2, class_offset=lo, **split)
+            )
+
+
+def task_permutation(seed: int, task: int, dim: int) -> torch.Tensor:
+    """The pixel permutation of Permuted-MNIST task ``task`` for ``seed`` (int64, (dim,)).
+
+    ``torch.randperm(dim, generator=torch.Generator().manual_seed(s))`` with
+    ``s = SeedSequence([seed, task])``'s first 63-bit state, so every (seed, task) pair
+    gets an independent permutation (seed 1 does not reuse the tasks of seed 0).
+    """
+    if seed < 0 or task < 0:
+        raise ValueError("seed and task must be >= 0")
+    state = np.random.SeedSequence([seed, task]).generate_state(2, dtype=np.uint32)
+    task_seed = ((int(state[0]) << 32) | int(state[1])) & ((1 << 63) - 1)
+    return torch.randperm(dim, generator=torch.Generator().manual_seed(task_seed))
+
+
+def _pad_flat(images: torch.Tensor, pad_to: Optional[int]) -> torch.Tensor:
+    x = images.to(torch.float32).div_(255.0)
+    size = images.shape[-1]
+    if pad_to is not None and pad_to != size:
+        if pad_to < size:
+            raise ValueError(f"pad_to={pad_to} is smaller than the image size {size}")
+        before = (pad_to - size) // 2
+        after = pad_to - size - before
+        x = F.pad(x, (before, after, before, after))
+    return x.reshape(x.shape[0], -1).contiguous()
+
+
+class PermutedMNIST(Benchmark):
+    """Permuted MNIST: every task is all of MNIST (10 classes) under a fixed pixel permutation.
+
+    Images are zero-padded to ``pad_to`` x ``pad_to`` (32, as von Oswald et al. 2020; None
+    or 28 for no padding; the digit is centred), flattened and scaled to [0, 1] (``x / 255``).
+    Task t uses :func:`task_permutation` ``(seed, t, input_dim)``; task 0 is the identity
+    when ``first_identity`` (customary: the first task is plain MNIST). Labels are local
+    0..9 with ``class_offset = 10 * t`` (so CL3 is ``10 * num_tasks``-way).
+
+    Memory: the padded images are stored once (float32); each task's ``x_train``/``x_test``
+    is a :class:`PermutedImages` view (base, perm) that permutes only the requested batch.
+    ``max_*_per_task`` keep the first k images of the train/test set (the same for every task).
+    """
+
+    name = "permuted_mnist"
+
+    def __init__(
+        self,
+        num_tasks: int = 10,
+        root: Optional[PathLike] = None,
+        seed: int = 0,
+        pad_to: Optional[int] = 32,
+        first_identity: bool = True,
+        download: bool = True,
+        max_train_per_task: Optional[int] = None,
+        max_test_per_task: Optional[int] = None,
+        *,
+        verify: bool = True,
+        arrays: Optional[MNISTArrays] = None,
+    ) -> None:
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        data = _get_arrays(arrays, root, download, verify)
+        self.seed = seed
+        self.pad_to = pad_to
+        self.classes_per_task = 10
+        train_base = SharedBase(_pad_flat(_first(max_train_per_task, data.train_images), pad_to))
+        test_base = SharedBase(_pad_flat(_first(max_test_per_task, data.test_images), pad_to))
+        y_train = _first(max_train_per_task, data.train_labels).to(torch.int64)
+        y_test = _first(max_test_per_task, data.test_labels).to(torch.int64)
+        self.input_dim = int(train_base.tensor.shape[1])
+        self.permutations: List[torch.Tensor] = []
+        self.tasks = []
+        for t in range(num_tasks):
+            if t == 0 and first_identity:
+                perm = torch.arange(self.input_dim)
+            else:
+                perm = task_permutation(seed, t, self.input_dim)
+            self.permutations.append(perm)
+            self.tasks.append(TaskData(
+                name=f"permuted_mnist/{t}",
+                x_train=PermutedImages(train_base, perm),
+                y_train=y_train,
+                x_test=PermutedImages(test_base, perm),
+                y_test=y_test,
+                num_classes=10,
+                class_offset=10 * t,
+            ))
+
+
+BENCHMARKS: Dict[str, Callable[..., Benchmark]] = {
+    "split_mnist": SplitMNIST,
+    "permuted_mnist": PermutedMNIST,
+}
+
+
+def get_benchmark(name: str, **kwargs: Any) -> Benchmark:
+    """Build a benchmark by name ("split_mnist", "permuted_mnist"; '-' and case ignored)."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(sorted(BENCHMARKS))}")
+    return BENCHMARKS[key](**kwargs)
