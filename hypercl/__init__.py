@@ -4,6 +4,11 @@ from .chunking import ChunkPlan
 from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenerator, MLPGenerator, RecurrentGenerator
 from .hypernetwork import HyperNetwork
 from .target import FunctionalTarget, wrap
+from .direct import DirectWeights
+from .checkpoint import CheckpointError
+from .learner import ContinualLearner, NonFiniteLossError
+from .scenarios import SCENARIOS
+from .strategies import Grow, HNETRegularizer, IWRegularizer, NoRegularizer, Strategy, get_strategy
 
 __version__ = "0.1.0"
 
@@ -18,4 +23,15 @@ __all__ = [
     "RecurrentGenerator",
     "LSTMGenerator",
     "GRUGenerator",
+    "DirectWeights",
+    "ContinualLearner",
+    "NonFiniteLossError",
+    "CheckpointError",
+    "SCENARIOS",
+    "Strategy",
+    "NoRegularizer",
+    "HNETRegularizer",
+    "IWRegularizer",
+    "Grow",
+    "get_strategy",
 ]

@@ -104,7 +104,12 @@ class HyperNetwork(nn.Module):
         num_tasks: register this many tasks up front (more with :meth:`add_task`).
         init_scaling: calibrate the generated weights to the target's own init scale (see :func:`init_scale_map`).
         **generator_kwargs: passed to the backend (``activation`` for MLPs, ``num_layers``/``out_bias`` for RNNs).
+
+    ``hnet.config`` holds these arguments as plain data (``None`` for a Generator instance), so a checkpoint can
+    rebuild the hypernetwork.
     """
+
+    task_conditioned = True
 
     def __init__(
         self,
@@ -135,6 +140,7 @@ class HyperNetwork(nn.Module):
                 )
             self.generator_kind = type(generator).__name__
             self.generator = generator
+            self.config: Optional[dict] = None
         elif isinstance(generator, str) and generator in GENERATORS:
             hidden = DEFAULT_HIDDEN[generator] if hidden_size is None else hidden_size
             if generator in ("mlp", "chunked_mlp") and isinstance(hidden, int):
@@ -144,6 +150,15 @@ class HyperNetwork(nn.Module):
             plan = ChunkPlan(n, chunk_size)
             self.generator_kind = generator
             self.generator = _build_generator(generator, plan, task_emb_dim, chunk_emb_dim, hidden, **generator_kwargs)
+            self.config = {
+                "generator": generator,
+                "chunk_size": int(chunk_size),
+                "task_emb_dim": self.task_emb_dim,
+                "chunk_emb_dim": self.chunk_emb_dim,
+                "hidden_size": hidden if isinstance(hidden, int) else [int(h) for h in hidden],
+                "init_scaling": bool(init_scaling),
+                **generator_kwargs,
+            }
         else:
             raise ValueError(f"unknown generator {generator!r}; valid: {sorted(GENERATORS)} or a Generator instance")
         self.plan = self.generator.plan

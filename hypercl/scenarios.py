@@ -1,0 +1,131 @@
+"""CL1 / CL2 / CL3 (seed paper section 4.1, van de Ven & Tolias 2019): output heads and per-sample task inference.
+
+Labels handed to the learner are LOCAL (``0..k_t-1`` within task ``t``); the global class of a sample is
+``class_offset[t] + local`` with ``class_offset[t]`` the number of classes of all earlier tasks.
+
+Task inference is PER SAMPLE: every learned task's weights classify the sample (one ``vmap`` call over tasks), the
+task whose output distribution has the lowest entropy is picked for that sample, and its weights give the class.
+(The reference code of von Oswald et al. picks one task per test *batch*, all of whose samples come from one task;
+that leaks the task identity through the batch and overstates CL3. We never do that.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+__all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch"]
+
+SCENARIOS = ("cl1", "cl2", "cl3")
+OUTPUT_LAYOUTS = ("shared", "per_task")
+
+
+def check_scenario(name: str) -> str:
+    """``name`` if it is a scenario, else a ``ValueError`` listing the valid ones."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; valid: {list(SCENARIOS)}")
+    return name
+
+
+@dataclass
+class HeadLayout:
+    """Which output units each task uses, and how local labels map to global classes.
+
+    ``output_layout="shared"``: every task uses units ``[0, k_t)`` (the usual layout for a hypernetwork, whose weights
+    are task-specific anyway); ``"per_task"``: task ``t`` uses ``[offset_t, offset_t + k_t)`` (a multi-head layout).
+    """
+
+    output_layout: str = "shared"
+    num_classes: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.output_layout not in OUTPUT_LAYOUTS:
+            raise ValueError(f"unknown output_layout {self.output_layout!r}; valid: {list(OUTPUT_LAYOUTS)}")
+
+    def register(self, task_id: int, num_classes: int) -> None:
+        if num_classes <= 0:
+            raise ValueError(f"task {task_id} must have at least one class, got {num_classes}")
+        known = self.num_classes.get(task_id)
+        if known is not None and known != num_classes:
+            raise ValueError(f"task {task_id} was registered with {known} classes, now {num_classes}")
+        missing = [t for t in range(task_id) if t not in self.num_classes]
+        if known is None and missing:
+            raise ValueError(f"tasks are registered in order: task {task_id} comes before tasks {missing}")
+        self.num_classes[task_id] = int(num_classes)
+
+    def offset(self, task_id: int) -> int:
+        """Global class index of the task's first class."""
+        return sum(self.num_classes[t] for t in range(task_id))
+
+    def units(self, task_id: int) -> tuple[int, int]:
+        """``[start, stop)`` of the output units the task uses in this layout."""
+        start = self.offset(task_id) if self.output_layout == "per_task" else 0
+        return start, start + self.num_classes[task_id]
+
+    def unit_mask(self, task_ids: list[int], num_outputs: int, device: torch.device) -> torch.Tensor:
+        """``(len(task_ids), num_outputs)`` bool mask of each task's units."""
+        mask = torch.zeros(len(task_ids), num_outputs, dtype=torch.bool, device=device)
+        for row, t in enumerate(task_ids):
+            a, b = self.units(t)
+            if b > num_outputs:
+                raise ValueError(
+                    f"task {t} needs output units [{a}, {b}) but the target has {num_outputs} outputs; "
+                    "give the target more outputs or use output_layout='shared'"
+                )
+            mask[row, a:b] = True
+        return mask
+
+
+def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax over the masked units: ``logits (T, B, O)``, ``mask (T, O)`` → ``(T, B)``."""
+    masked = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    logp = torch.log_softmax(masked, dim=-1)
+    p = logp.exp()
+    return -(p * logp.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
+
+
+def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample task inference: the row (task) with the lowest predictive entropy, ``(T, B, O)`` → ``(B,)``."""
+    return masked_entropy(logits, mask).argmin(dim=0)
+
+
+def score_batch(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    starts: torch.Tensor,
+    offsets: torch.Tensor,
+    true_row: int,
+    y: torch.Tensor,
+    task_conditioned: bool,
+    scenario: str,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Correct predictions (count) and task-inference hits (count or ``None``) of one test batch of ONE task.
+
+    For a hypernetwork (``task_conditioned``) ``logits`` is ``(T, B, O)``: every learned task's weights on the batch;
+    ``mask``/``starts``/``offsets`` describe each row's units and class offset; ``true_row`` is the row of the
+    batch's real task (used for CL1 only, where the task identity is given).
+    For one shared weight set ``logits`` is ``(B, O)`` and the scenario picks the units: CL1 the task's own units,
+    CL2 the shared units of the task, CL3 all units of the learned classes (global labels).
+    """
+    check_scenario(scenario)
+    if task_conditioned:
+        if scenario == "cl1":
+            row = logits[true_row].masked_fill(~mask[true_row], float("-inf"))
+            return (row.argmax(-1) - starts[true_row] == y).sum(), None
+        rows = infer_task_by_entropy(logits, mask)  # (B,)
+        picked = logits[rows, torch.arange(y.shape[0], device=y.device)]  # (B, O)
+        local = picked.masked_fill(~mask[rows], float("-inf")).argmax(-1) - starts[rows]
+        if scenario == "cl2":
+            correct = (local == y).sum()
+        else:
+            correct = (offsets[rows] + local == offsets[true_row] + y).sum()
+        return correct, (rows == true_row).sum()
+    if scenario == "cl3":
+        # one expanding head: all units of the learned classes, global labels
+        allowed = mask.any(0)
+        pred = logits.masked_fill(~allowed, float("-inf")).argmax(-1)
+        return (pred == offsets[true_row] + y).sum(), None
+    row = logits.masked_fill(~mask[true_row], float("-inf"))
+    return (row.argmax(-1) - starts[true_row] == y).sum(), None

@@ -1,0 +1,46 @@
+"""GROW (LSTM_NET_GROW, seed paper section 3.3): shared frozen hidden weights, per-task input and output weights."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Strategy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..learner import ContinualLearner
+
+__all__ = ["Grow"]
+
+
+class Grow(Strategy):
+    """Network growth without a regulariser.
+
+    Growth is switched on before the first task (:meth:`~hypercl.RecurrentGenerator.enable_growth`): the hidden-to-
+    hidden weights ``u_f, u_i, u_o, u_g`` (and their bias) are shared, every task has its own input weights ``w^t``
+    (all gates, with bias) and output layer ``W^t``. After the first task the shared weights and the chunk embeddings
+    are frozen; after every task its own ``w^t``, ``W^t`` and embedding are frozen. So training a new task leaves every
+    earlier task's generated weights bit-identical. Works for the LSTM and the GRU backends.
+    """
+
+    name = "grow"
+    needs_hypernetwork = True
+
+    def attach(self, learner: "ContinualLearner") -> None:
+        super().attach(learner)
+        if not getattr(learner.hnet.generator, "supports_growth", False):
+            raise ValueError(
+                f"strategy 'grow' needs a recurrent generator (generator='lstm' or 'gru'), got "
+                f"{type(learner.hnet.generator).__name__}"
+            )
+
+    def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
+        gen = learner.hnet.generator
+        if not gen.growing:
+            gen.enable_growth(learner.hnet.num_tasks)
+
+    def after_task(self, learner: "ContinualLearner", task_id: int, data: Any) -> None:
+        gen = learner.hnet.generator
+        for p in gen.shared_parameters():  # frozen after the first task, shared by all later ones
+            p.requires_grad_(False)
+        for p in gen.task_parameters(task_id):
+            p.requires_grad_(False)

@@ -1,0 +1,176 @@
+"""HNET (eq. 2) and IWR (eq. 3) output regularisers of the hypernetwork, with the optional lookahead ΔΘ_h."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..regularizers import (
+    diagonal_empirical_fisher,
+    hnet_output_regularizer,
+    importance_weighted_regularizer,
+    normalize_fisher,
+)
+from .base import Strategy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..learner import ContinualLearner
+
+__all__ = ["HNETRegularizer", "IWRegularizer", "candidate_step"]
+
+
+@torch.no_grad()
+def candidate_step(optimizer: torch.optim.Optimizer) -> dict[nn.Parameter, torch.Tensor]:
+    """The step ``ΔΘ_h`` the optimizer would take with the current gradients (the lookahead of eq. 2/3).
+
+    Adam/AdamW: the bias-corrected Adam update from the optimizer's moments and the new gradient (no weight
+    decay); any other optimizer: the SGD step ``-lr · grad``. Parameters without a gradient get no entry.
+    """
+    steps: dict[nn.Parameter, torch.Tensor] = {}
+    adam = isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = p.grad
+            if not adam:
+                steps[p] = -lr * g
+                continue
+            b1, b2 = group["betas"]
+            state = optimizer.state.get(p, {})
+            t = float(state["step"]) + 1.0 if "step" in state else 1.0
+            m = state["exp_avg"] * b1 + (1 - b1) * g if "exp_avg" in state else (1 - b1) * g
+            v = state["exp_avg_sq"] * b2 + (1 - b2) * g * g if "exp_avg_sq" in state else (1 - b2) * g * g
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            steps[p] = -lr * m_hat / (v_hat.sqrt() + group["eps"])
+    return steps
+
+
+class _FlatGeneration(nn.Module):
+    """Adaptor so ``functional_call`` can evaluate ``hnet.generate_flat`` at shifted parameters Θ_h + ΔΘ_h."""
+
+    def __init__(self, hnet: nn.Module) -> None:
+        super().__init__()
+        self.hnet = hnet
+
+    def forward(self, task_ids: list[int]) -> torch.Tensor:
+        return self.hnet.generate_flat(task_ids)
+
+
+class HNETRegularizer(Strategy):
+    """Eq. 2 (von Oswald et al. 2020): keep the weights generated for old tasks where they were.
+
+    Before task ``T`` the weights ``f_h(e_t, c, Θ*_h)`` of every learned task ``t < T`` are generated in ONE call and
+    stored (detached) as one ``(T−1, N)`` tensor; each step adds :func:`~hypercl.regularizers.hnet_output_regularizer`
+    of the weights generated now for all old tasks, again in ONE batched generator call. Old task embeddings are
+    frozen by the learner; the new task's embedding only sees the task loss.
+
+    Args:
+        beta: ``β`` of eq. 2.
+        lookahead: evaluate the old tasks' weights at ``Θ_h + ΔΘ_h``, ``ΔΘ_h`` the optimizer's candidate step on the
+            task loss (:func:`candidate_step`), treated as a constant (as in the reference implementation).
+    """
+
+    name = "hnet"
+    needs_hypernetwork = True
+
+    def __init__(self, beta: float = 0.01, lookahead: bool = False) -> None:
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        self.beta = float(beta)
+        self.lookahead = bool(lookahead)
+        self.uses_lookahead = self.lookahead
+        self.old_ids: list[int] = []
+        self.targets: Optional[torch.Tensor] = None  # (T-1, N)
+
+    def config(self) -> dict:
+        return {"beta": self.beta, "lookahead": self.lookahead}
+
+    @torch.no_grad()
+    def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
+        self.old_ids = [t for t in learner.learned_tasks if t != task_id]
+        self.targets = learner.hnet.generate_flat(self.old_ids).detach().clone() if self.old_ids else None
+
+    def current_old_weights(self, learner: "ContinualLearner") -> torch.Tensor:
+        """Weights generated now for all old tasks, ``(T−1, N)``, one generator call (lookahead applied if on)."""
+        hnet = learner.hnet
+        if not self.lookahead:
+            return hnet.generate_flat(self.old_ids)
+        steps = candidate_step(learner.optimizer)
+        shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
+        return functional_call(_FlatGeneration(hnet), shifted, (self.old_ids,))
+
+    def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
+        if not self.old_ids or self.beta == 0:
+            return None
+        return hnet_output_regularizer(self.current_old_weights(learner), self.targets, self.beta)
+
+    def state_dict(self) -> dict:
+        return {"old_ids": list(self.old_ids), "targets": self.targets}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.old_ids = list(state.get("old_ids", []))
+        self.targets = state.get("targets")
+
+
+class IWRegularizer(HNETRegularizer):
+    """Eq. 3 (IWR): eq. 2 weighted per target weight by the diagonal Fisher information of eq. 4.
+
+    After each task the empirical Fisher of the weights GENERATED for it is computed
+    (:func:`~hypercl.regularizers.diagonal_empirical_fisher`, per-sample gradients by ``vmap(grad)``, target in eval
+    mode) and normalised to mean 1 (:func:`~hypercl.regularizers.normalize_fisher`), so that ``β`` means the same
+    as in eq. 2: a uniform Fisher gives exactly eq. 2.
+
+    Args:
+        beta, lookahead: as :class:`HNETRegularizer`.
+        fisher_samples: at most this many training samples of the task enter eq. 4 (``None``: all of them).
+        fisher_batch_size: samples per ``vmap`` batch (memory: this many copies of the target's gradient).
+    """
+
+    name = "iwr"
+
+    def __init__(
+        self,
+        beta: float = 0.01,
+        lookahead: bool = False,
+        fisher_samples: Optional[int] = None,
+        fisher_batch_size: int = 64,
+    ) -> None:
+        super().__init__(beta, lookahead)
+        if fisher_samples is not None and int(fisher_samples) <= 0:
+            raise ValueError(f"fisher_samples must be positive or None, got {fisher_samples}")
+        self.fisher_samples = None if fisher_samples is None else int(fisher_samples)
+        self.fisher_batch_size = int(fisher_batch_size)
+        self.fisher: dict[int, torch.Tensor] = {}  # task id -> (N,) normalised
+        self.old_fisher: Optional[torch.Tensor] = None
+
+    def config(self) -> dict:
+        return {**super().config(), "fisher_samples": self.fisher_samples, "fisher_batch_size": self.fisher_batch_size}
+
+    def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
+        super().before_task(learner, task_id)
+        self.old_fisher = torch.stack([self.fisher[t] for t in self.old_ids]) if self.old_ids else None
+
+    def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
+        if not self.old_ids or self.beta == 0:
+            return None
+        return importance_weighted_regularizer(
+            self.current_old_weights(learner), self.targets, self.old_fisher, self.beta
+        )
+
+    def after_task(self, learner: "ContinualLearner", task_id: int, data: Any) -> None:
+        self.fisher[task_id] = learner.task_fisher(task_id, data, self.fisher_samples, self.fisher_batch_size)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "fisher": dict(self.fisher)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.fisher = {int(k): v for k, v in state.get("fisher", {}).items()}
+        self.old_fisher = torch.stack([self.fisher[t] for t in self.old_ids]) if self.old_ids else None
