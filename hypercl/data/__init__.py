@@ -4,8 +4,10 @@ Files use torchvision's on-disk layout under a data root (see :func:`resolve_dat
 are md5-checked, and are downloaded atomically when missing (unless ``download=False``).
 """
 
+from .augment import random_crop_flip
 from .benchmarks import BENCHMARKS, Benchmark, PermutedMNIST, SplitMNIST, get_benchmark, task_permutation
 from .cifar import CIFARArrays, load_cifar10, load_cifar100
+from .cifar_benchmark import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, SplitCIFAR10_100
 from .errors import DatasetIntegrityError, DatasetNotFoundError
 from .idx import read_idx
 from .mnist import MNISTArrays, load_mnist
@@ -24,6 +26,12 @@ __all__ = [
     "Benchmark",
     "SplitMNIST",
     "PermutedMNIST",
+    "SplitCIFAR10_100",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "random_crop_flip",
     "PermutedImages",
     "task_permutation",
     "get_benchmark",

@@ -15,7 +15,8 @@ from .mnist import MNISTArrays, load_mnist
 from .paths import PathLike
 from .tasks import PermutedImages, SharedBase, TaskData
 
-__all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "get_benchmark", "task_permutation", "BENCHMARKS"]
+__all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "SplitCIFAR10_100", "get_benchmark", "task_permutation",
+           "BENCHMARKS"]
 
 
 class Benchmark:
@@ -185,14 +186,18 @@ class PermutedMNIST(Benchmark):
             ))
 
 
+# Imported here, after Benchmark is defined: cifar_benchmark subclasses it (hypercl.data imports this module first).
+from .cifar_benchmark import SplitCIFAR10_100  # noqa: E402
+
 BENCHMARKS: Dict[str, Callable[..., Benchmark]] = {
     "split_mnist": SplitMNIST,
     "permuted_mnist": PermutedMNIST,
+    "split_cifar": SplitCIFAR10_100,
 }
 
 
 def get_benchmark(name: str, **kwargs: Any) -> Benchmark:
-    """Build a benchmark by name ("split_mnist", "permuted_mnist"; '-' and case ignored)."""
+    """Build a benchmark by name ("split_mnist", "permuted_mnist", "split_cifar"; '-' and case ignored)."""
     key = name.strip().lower().replace("-", "_")
     if key not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(sorted(BENCHMARKS))}")
