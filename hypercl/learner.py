@@ -297,9 +297,15 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------ Fisher (eq. 4) for IWR
     def task_fisher(
-        self, task_id: int, data: Data, num_samples: Optional[int] = None, batch_size: int = 64
+        self,
+        task_id: int,
+        data: Data,
+        num_samples: Optional[int] = None,
+        batch_size: int = 64,
+        normalize: bool = True,
     ) -> torch.Tensor:
-        """Diagonal empirical Fisher (eq. 4) of the weights generated for ``task_id``, flat ``(N,)``, mean 1.
+        """Diagonal empirical Fisher (eq. 4) of the weights used for ``task_id`` (generated, or the plain weights of
+        a :class:`DirectWeights`), flat ``(N,)``; scaled to mean 1 when ``normalize`` (IWR), raw otherwise (EWC).
 
         Uses a random subset of ``num_samples`` training samples (all when ``None``), target in eval mode.
         """
@@ -329,7 +335,8 @@ class ContinualLearner:
             )
         finally:
             self.target.train(was_training)
-        return normalize_fisher(self.target.flatten(fisher))
+        flat = self.target.flatten(fisher)
+        return normalize_fisher(flat) if normalize else flat
 
     def _limited(self, iterable: Iterable, num_samples: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seen = 0
