@@ -1,0 +1,194 @@
+"""Command line: ``hypercl run`` (train + evaluate + results JSON/PNG + table), ``hypercl table``, ``hypercl bench``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import glob
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _methods(value: str) -> list[str]:
+    from .experiments import METHODS
+
+    names = list(METHODS) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; valid: {list(METHODS)} or 'all'")
+    return names
+
+
+def _scenarios(value: str) -> list[str]:
+    from .scenarios import SCENARIOS
+
+    names = list(SCENARIOS) if value == "all" else [s.strip() for s in value.split(",") if s.strip()]
+    bad = [s for s in names if s not in SCENARIOS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown scenario(s) {bad}; valid: {list(SCENARIOS)} or 'all'")
+    return names
+
+
+def _device(value: str) -> torch.device:
+    dev = torch.device(value)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("--device cuda was asked for, but torch sees no CUDA device here")
+    return dev
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hypercl", description="Continual learning with hypernetworks.")
+    parser.add_argument("--version", action="version", version=f"hypercl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate methods on a benchmark; writes JSON + PNG, prints a table")
+    run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist"])
+    run.add_argument("--method", type=_methods, required=True,
+                     help="a method, a comma-separated list, or 'all' (hnet, hnet_iwr, lstm_net, lstm_net_iwr, "
+                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si)")
+    run.add_argument("--scenario", type=_scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
+    run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
+    run.add_argument("--seed-offset", type=int, default=0)
+    run.add_argument("--device", type=_device, default=torch.device("cpu"))
+    run.add_argument("--out", type=Path, default=None, help="output folder (default results/<benchmark>)")
+    run.add_argument("--data-root", default=None, help="data folder (else $HYPERCL_DATA, else a cache folder)")
+    run.add_argument("--quick", action="store_true", help="reduced run: data subset and few steps (~1 min on CPU)")
+    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    run.add_argument("--iterations", type=int, default=None, help="override: optimizer steps per task")
+    run.add_argument("--lr", type=float, default=None)
+    run.add_argument("--beta", type=float, default=None, help="override β of eq. 2/3")
+    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--chunk-size", type=int, default=None)
+    run.add_argument("--max-train-per-task", type=int, default=None)
+    run.add_argument("--max-test-per-task", type=int, default=None)
+    run.add_argument("--num-tasks", type=int, default=None, help="Permuted MNIST: number of tasks")
+    run.add_argument("--no-progress", action="store_true")
+
+    table = sub.add_parser("table", help="markdown table of results JSON files next to the paper's numbers")
+    table.add_argument("files", nargs="+", help="results JSON files (globs allowed)")
+    table.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    table.add_argument("--no-paper", action="store_true")
+
+    bench = sub.add_parser("bench", help="speed benchmark: hypernetwork step vs plain target step (ratios)")
+    bench.add_argument("--quick", action="store_true", help="tiny configs, a few steps (for tests)")
+    bench.add_argument("--device", type=_device, default=torch.device("cpu"))
+    bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    bench.add_argument("--steps", type=int, default=None)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data import DatasetIntegrityError, DatasetNotFoundError
+    from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
+    from .experiments.runner import build_benchmark
+    from .learner import NonFiniteLossError
+
+    out = args.out or Path("results") / args.benchmark
+    out.mkdir(parents=True, exist_ok=True)
+    command = "hypercl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
+                     chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
+                     max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    results = []
+    bench_cache: dict[str, object] = {}
+    jobs = [(m, s) for m in args.method for s in seeds]
+    outer = tqdm(total=len(jobs), desc="runs", disable=args.no_progress, position=0)
+    by_method: dict[str, list[dict]] = {}
+    started: dict[str, float] = {}
+    try:
+        for method, seed in jobs:
+            cfg = method_config(args.benchmark, method, quick=args.quick, **overrides)
+            key = repr(cfg["benchmark"])
+            if key not in bench_cache:
+                bench_cache[key] = build_benchmark(cfg, args.data_root, args.device)
+            bench = bench_cache[key]
+            outer.set_description(f"{method} seed {seed}")
+            started.setdefault(method, time.perf_counter())
+            run = run_seed(cfg, bench, seed, args.scenario, device=args.device, progress=not args.no_progress,
+                           checkpoint_dir=out / "checkpoints", resume=args.resume)
+            by_method.setdefault(method, []).append(run)
+            outer.update(1)
+            if len(by_method[method]) == len(seeds):
+                runs = by_method[method]
+                result = {
+                    "benchmark": args.benchmark, "method": method, "scenarios": args.scenario, "seeds": seeds,
+                    "config": cfg, "summary": summarize(runs, args.scenario), "runs": runs,
+                    "params": runs[0]["params"],
+                    "wall_time_s": time.perf_counter() - started[method],
+                    "device": _device_name(args.device), "command": command,
+                    "versions": {"hypercl": __version__, "torch": torch.__version__},
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+                stem = f"{args.benchmark}_{method}{'_quick' if args.quick else ''}"
+                write_results(result, out / f"{stem}.json")
+                plot_matrices(result, out / f"{stem}.png")
+                results.append(result)
+    except (DatasetNotFoundError, DatasetIntegrityError) as e:
+        outer.close()
+        print(f"hypercl: data problem: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        outer.close()
+        print(f"hypercl: training stopped: {e}", file=sys.stderr)
+        return 3
+    outer.close()
+    print()
+    print(format_table(results, scenarios=args.scenario))
+    print(f"results and heatmaps in {out}/ (device: {_device_name(args.device)})")
+    return 0
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    import os
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_text
+    from .experiments import load_results, markdown_table
+
+    files: list[str] = []
+    for pattern in args.files:
+        matched = sorted(glob.glob(pattern))
+        files += matched if matched else [pattern]
+    try:
+        results = load_results(Path(f) for f in files)
+    except ValueError as e:
+        print(f"hypercl table: {e}", file=sys.stderr)
+        return 2
+    text = markdown_table(results, with_paper=not args.no_paper)
+    print(text)
+    if args.out:
+        atomic_write_text(text + "\n", args.out)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"run": cmd_run, "table": cmd_table, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
