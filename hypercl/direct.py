@@ -21,6 +21,9 @@ class DirectWeights(nn.Module):
     """One flat trainable weight vector ``θ`` (initialised from the module's own init), shared by all tasks."""
 
     task_conditioned = False
+    kind = "direct"
+    #: the learner accepts any module with this flag and the HyperNetwork-like interface
+    is_weight_source = True
 
     def __init__(self, target: Union[FunctionalTarget, nn.Module]) -> None:
         super().__init__()

@@ -110,6 +110,8 @@ class HyperNetwork(nn.Module):
     """
 
     task_conditioned = True
+    #: the learner accepts any module with this flag and the HyperNetwork-like interface
+    is_weight_source = True
 
     def __init__(
         self,

@@ -34,6 +34,16 @@ Model = Union[HyperNetwork, DirectWeights]
 Data = Any  # (X, Y) tensors, an object with x_train/y_train, or an iterable of (x, y) batches
 
 
+#: weight sources other than the HyperNetwork that checkpoints can rebuild: ``kind -> cls(model)``; each has
+#: ``kind``, ``state_extra()`` and ``load_state_extra(state)``
+WEIGHT_SOURCES: dict[str, Callable[[nn.Module], Any]] = {"direct": DirectWeights}
+
+
+def register_weight_source(kind: str, cls: Callable[[nn.Module], Any]) -> None:
+    """Let :meth:`ContinualLearner.load` rebuild a weight source of this ``kind`` from its target module."""
+    WEIGHT_SOURCES[kind] = cls
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the task and the iteration."""
 
@@ -77,6 +87,8 @@ class ContinualLearner:
         seed: seeds the learner's own generator (batch shuffling, Fisher subsets).
         progress: show a tqdm progress bar per task.
         check_every: NaN/inf check interval in iterations (one host sync per interval, none per step).
+        train_transform: applied to every training batch ``x`` on the device (e.g. random crop + flip); not to the
+            Fisher or evaluation batches.
     """
 
     def __init__(
@@ -95,8 +107,9 @@ class ContinualLearner:
         progress: bool = False,
         check_every: int = 50,
         strategy_kwargs: Optional[dict] = None,
+        train_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     ) -> None:
-        if not isinstance(hnet, (HyperNetwork, DirectWeights)):
+        if not getattr(hnet, "is_weight_source", False):
             raise TypeError(
                 f"ContinualLearner needs a HyperNetwork or DirectWeights, got {type(hnet).__name__}; "
                 "wrap a plain model with hypercl.HyperNetwork(hypercl.wrap(model)) or hypercl.DirectWeights(model)"
@@ -106,8 +119,10 @@ class ContinualLearner:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
         if int(batch_size) <= 0 or int(eval_batch_size) <= 0:
             raise ValueError(f"batch sizes must be positive, got {batch_size}, {eval_batch_size}")
-        self.device = torch.device(device) if device is not None else hnet.weight_offset.device if isinstance(
-            hnet, HyperNetwork) else hnet.weights.device
+        if device is None:
+            first = next(iter(list(hnet.parameters()) + list(hnet.buffers())), None)
+            device = first.device if first is not None else "cpu"
+        self.device = torch.device(device)
         self.hnet = hnet.to(self.device)
         self.task_conditioned = bool(hnet.task_conditioned)
         if not self.task_conditioned:
@@ -123,6 +138,7 @@ class ContinualLearner:
         self.rng = torch.Generator().manual_seed(self.seed)
         self.progress = bool(progress)
         self.check_every = max(1, int(check_every))
+        self.train_transform = train_transform
         self.learned_tasks: list[int] = []
         self.task_buffers: dict[int, "OrderedDict[str, torch.Tensor]"] = {}
         self.history: dict[str, list[dict]] = {s: [] for s in SCENARIOS}
@@ -254,6 +270,8 @@ class ContinualLearner:
         window_mean = float("nan")
         for it in range(steps):
             x, y = next(batches)
+            if self.train_transform is not None:
+                x = self.train_transform(x)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.task_loss(task_id, self._forward(task_id, x), y)
             if self.strategy.uses_lookahead:
@@ -471,7 +489,7 @@ class ContinualLearner:
         return {
             "format": FORMAT,
             "version": VERSION,
-            "model_kind": "hypernetwork" if is_hnet else "direct",
+            "model_kind": "hypernetwork" if is_hnet else hnet.kind,
             "model_config": config,
             "model_spec": model_spec(self.target.module),
             "num_tasks": hnet.num_tasks,
@@ -535,8 +553,11 @@ class ContinualLearner:
                             "of the same architecture) to ContinualLearner.load"
                         )
                     model = build_model(spec["name"], **spec["kwargs"])
-                if state["model_kind"] == "direct":
-                    hnet = DirectWeights(model)
+                kind = state["model_kind"]
+                if kind != "hypernetwork":
+                    if kind not in WEIGHT_SOURCES:
+                        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(WEIGHT_SOURCES)}")
+                    hnet = WEIGHT_SOURCES[kind](model)
                 else:
                     if state["model_config"] is None:
                         raise CheckpointError(f"{path}: the hypernetwork used a custom Generator; pass hnet=")
@@ -548,7 +569,7 @@ class ContinualLearner:
                     hnet.add_task()
             if state["growing"]:
                 hnet.generator.enable_growth(hnet.num_tasks)
-            if state["model_kind"] == "direct":
+            if state["model_kind"] != "hypernetwork":
                 hnet.load_state_extra(state["model_extra"])
             hnet.load_state_dict(state["model_state"])
             for n, p in hnet.named_parameters():

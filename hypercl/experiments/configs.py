@@ -6,6 +6,18 @@ Permuted MNIST-10: inputs padded to 32×32, Adam 1e-4, 5000 iterations, hnet (25
 24/8, β 0.1). LSTM hypernetworks (seed paper 4.1): one layer, embeddings 96/96, hidden 64, batch 128, with a chunk
 size that keeps them no larger than the HNET baseline (Split MNIST: 6000; Permuted MNIST: 30000). The LSTM runs use
 the HNET baseline's optimiser, iterations and β (the paper does not give its own).
+
+Split CIFAR-10/100 (seed paper 4.1/4.2.3, Table 3; the protocol of von Oswald et al. 2020): ResNet-32 target with
+10 outputs (every task has 10 classes; hypernetworks use the "shared" output layout, one weight set per task), per-task
+BatchNorm statistics, random crop (padding 4) + horizontal flip on the device, batch 32, 200 epochs per task, Adam
+lr 1e-3, CL1. HNET: von Oswald et al.'s ResNet-32 defaults (GitHub chrhenning/hypercl, cifar/train_args.py, mode
+``resnet_cifar``: ``hyper_chunks=7000``, ``hnet_arch=''`` (no hidden layer: one linear layer from ⟨e_t, c_j⟩ to the
+chunk), ``temb_size=32``, ``emb_size=32``, ``beta=0.05``, ``lr=0.001``, ``batch_size=32``, ``epochs=200``; the
+README's command adds ``--use_adam``; lookahead is on unless ``--no_lookahead``). LSTM hypernetworks: hidden 128,
+embeddings 96/96, batch 32 (seed paper 4.1) and chunk size 2000, which keeps LSTM_NET (443,904 parameters with six
+task embeddings) below HNET (457,336); the LSTM runs use HNET's optimiser and β (the paper gives neither).
+"scratch" is training from scratch (:class:`~hypercl.independent.IndependentWeights`, one fresh ResNet-32 per task),
+"finetune" one shared ResNet-32 (CL1: 60 outputs, one 10-unit head per task). Both run in CL1 only.
 """
 
 from __future__ import annotations
@@ -13,7 +25,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK"]
+__all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK",
+           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY"]
 
 #: method name -> (generator, strategy)
 HNET_METHODS: dict[str, tuple[str, str]] = {
@@ -26,6 +39,13 @@ HNET_METHODS: dict[str, tuple[str, str]] = {
 }
 BASELINE_METHODS = ("finetune", "ewc", "online_ewc", "si")
 METHODS = tuple(HNET_METHODS) + BASELINE_METHODS
+#: methods outside METHODS (so ``--method all`` keeps its meaning): "scratch" = one independent network per task
+EXTRA_METHODS = ("scratch",)
+ALL_METHODS = METHODS + EXTRA_METHODS
+#: the rows of the seed paper's Table 3 (``--method all`` on split_cifar)
+CIFAR_METHODS = ("finetune", "scratch", "hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
+#: (benchmark or None for all, method) pairs that are run in CL1 only
+CL1_ONLY = {(None, "scratch"), ("split_cifar", "finetune")}
 
 BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
     "split_mnist": {
@@ -52,6 +72,21 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         # eq. 4 on a random subset: 5000 of the 60000 samples per task keeps the Fisher pass short on a CPU
         "fisher_samples": 5000,
     },
+    "split_cifar": {
+        "benchmark": {"name": "split_cifar"},
+        # ResNet-32 (resnet32(10)); depth/widths can be overridden (tests use a tiny cifar_resnet)
+        "target": {"model": "resnet", "depth": 32, "widths": [16, 32, 64]},
+        "hnet_output_layout": "shared",
+        "train": {"epochs": 200, "batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
+        # random crop (4 px padding, padded with black in each task's normalised space) + horizontal flip
+        "augment": {"kind": "random_crop_flip", "padding": 4, "fill": "black"},
+        "chunked_mlp": {"hidden_size": [], "activation": "relu", "chunk_size": 7000, "task_emb_dim": 32,
+                        "chunk_emb_dim": 32},
+        "recurrent": {"hidden_size": 128, "chunk_size": 2000, "task_emb_dim": 96, "chunk_emb_dim": 96},
+        "regularizer": {"beta": 0.05, "lookahead": True},
+        # eq. 4 on 5000 samples per task: all of a CIFAR-100 split, a 10% subset of CIFAR-10 (our choice)
+        "fisher_samples": 5000,
+    },
 }
 
 #: --quick: a reduced run (subset of the data, fewer steps) that finishes in about a minute on 2 CPU cores
@@ -59,15 +94,32 @@ QUICK: dict[str, dict[str, Any]] = {
     "split_mnist": {"iterations": 100, "max_train_per_task": 2000, "max_test_per_task": 500, "fisher_samples": 500},
     "permuted_mnist": {"iterations": 100, "max_train_per_task": 2000, "max_test_per_task": 500, "num_tasks": 3,
                        "fisher_samples": 500},
+    "split_cifar": {"epochs": 1, "max_train_per_task": 128, "max_test_per_task": 100, "num_tasks": 3,
+                    "fisher_samples": 32},
 }
+
+
+def _baseline_kwargs(benchmark: str, method: str) -> dict[str, dict[str, Any]]:
+    """van de Ven & Tolias 2019's per-scenario hyper-parameters of a baseline (see hypercl.baselines)."""
+    if method == "finetune":
+        return {}
+    from ..baselines import PAPER_HYPERPARAMETERS
+
+    per = copy.deepcopy(PAPER_HYPERPARAMETERS.get(benchmark, {}).get(method, {}))
+    samples = BENCHMARK_CONFIGS[benchmark]["fisher_samples"]
+    if method in ("ewc", "online_ewc") and samples is not None:
+        for kw in per.values():  # the same Fisher subset as IWR on this benchmark (CPU time)
+            if kw.get("fisher_samples") is None:
+                kw["fisher_samples"] = samples
+    return per
 
 
 def method_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
     """The full configuration of one method on one benchmark (plain data; stored in the results JSON)."""
     if benchmark not in BENCHMARK_CONFIGS:
         raise ValueError(f"unknown benchmark {benchmark!r}; valid: {sorted(BENCHMARK_CONFIGS)}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {list(ALL_METHODS)}")
     base = copy.deepcopy(BENCHMARK_CONFIGS[benchmark])
     cfg: dict[str, Any] = {
         "benchmark": base["benchmark"],
@@ -76,6 +128,8 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
         "train": base["train"],
         "quick": quick,
     }
+    if "augment" in base:
+        cfg["augment"] = base["augment"]
     if method in HNET_METHODS:
         generator, strategy = HNET_METHODS[method]
         gen_cfg = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
@@ -86,31 +140,58 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
             cfg["strategy"]["kwargs"] = dict(base["regularizer"])
         if strategy == "iwr":
             cfg["strategy"]["kwargs"]["fisher_samples"] = base["fisher_samples"]
+    elif method == "scratch":  # one independent network per task: nothing to protect, each task its own weights
+        cfg["output_layout"] = "shared"
+        cfg["strategy"] = {"name": "none", "kwargs": {}}
     else:
-        cfg["strategy"] = {"name": method, "kwargs": {}}
+        cfg["strategy"] = {"name": method, "kwargs": {}, "per_scenario_kwargs": _baseline_kwargs(benchmark, method)}
     if quick:
         q = QUICK[benchmark]
-        cfg["train"]["iterations"] = q["iterations"]
+        if "iterations" in q:
+            cfg["train"]["iterations"] = q["iterations"]
+            cfg["train"].pop("epochs", None)
+        if "epochs" in q:
+            cfg["train"]["epochs"] = q["epochs"]
+            cfg["train"].pop("iterations", None)
         cfg["benchmark"]["max_train_per_task"] = q["max_train_per_task"]
         cfg["benchmark"]["max_test_per_task"] = q["max_test_per_task"]
         if "num_tasks" in q:
             cfg["benchmark"]["num_tasks"] = q["num_tasks"]
         if cfg["strategy"]["name"] == "iwr":
             cfg["strategy"]["kwargs"]["fisher_samples"] = q["fisher_samples"]
+        for kw in cfg["strategy"].get("per_scenario_kwargs", {}).values():
+            if "fisher_samples" in kw:
+                kw["fisher_samples"] = q["fisher_samples"]
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in ("iterations", "batch_size", "lr"):
+        if key in ("iterations", "epochs"):  # one of the two: the last one given wins
+            cfg["train"][key] = value
+            cfg["train"].pop("epochs" if key == "iterations" else "iterations", None)
+        elif key in ("batch_size", "lr"):
             cfg["train"][key] = value
         elif key in ("max_train_per_task", "max_test_per_task", "num_tasks"):
             cfg["benchmark"][key] = value
         elif key == "beta":
             if cfg["strategy"]["name"] in ("hnet", "iwr"):
                 cfg["strategy"]["kwargs"]["beta"] = value
-        elif key in ("chunk_size", "hidden_size") and "hypernetwork" in cfg:
-            cfg["hypernetwork"][key] = value
+        elif key in ("chunk_size", "hidden_size"):
+            if "hypernetwork" in cfg:  # methods without a hypernetwork (baselines, scratch) ignore them
+                cfg["hypernetwork"][key] = value
         elif key == "strategy_kwargs":
             cfg["strategy"]["kwargs"].update(value)
+        elif key in ("resnet_depth", "resnet_widths"):
+            if cfg["target"].get("model") != "resnet":
+                raise ValueError(f"override {key!r} needs a ResNet target (split_cifar)")
+            cfg["target"][key.split("_", 1)[1]] = [int(w) for w in value] if key == "resnet_widths" else int(value)
+        elif key == "verify":
+            cfg["benchmark"]["verify"] = bool(value)
+        elif key == "fisher_samples":
+            if cfg["strategy"]["name"] == "iwr":
+                cfg["strategy"]["kwargs"]["fisher_samples"] = int(value)
+        elif key == "augment":
+            if not value:
+                cfg.pop("augment", None)
         else:
             raise ValueError(f"unknown override {key!r}")
     return cfg

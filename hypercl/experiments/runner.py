@@ -3,6 +3,11 @@
 A hypernetwork method is trained ONCE per seed: its weights are task-specific already, and the three scenarios differ
 only in evaluation. A baseline (one shared weight vector) is trained once per scenario, because the scenario decides
 its output heads.
+
+Split CIFAR (``cfg["target"]["model"] == "resnet"``): the target is a CIFAR ResNet (ResNet-32), training is by epochs
+(``cfg["train"]["epochs"]``), every training batch is augmented on the device (``cfg["augment"]``, see
+:mod:`hypercl.experiments.cifar`), and "scratch" trains one :class:`~hypercl.independent.IndependentWeights` network
+per task.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 
 from ..direct import DirectWeights
 from ..hypernetwork import HyperNetwork
+from ..independent import IndependentWeights
 from ..learner import ContinualLearner
 from ..models import mlp
 from ..scenarios import SCENARIOS, check_scenario
@@ -46,6 +52,24 @@ def _input_dim(bench: Any) -> int:
     return int(bench.input_dim)
 
 
+def _target_module(cfg: dict, bench: Any, num_outputs: int) -> torch.nn.Module:
+    """The target network of a config: an MLP (MNIST) or a CIFAR ResNet (``target.model == "resnet"``)."""
+    tcfg = cfg["target"]
+    if tcfg.get("model") == "resnet":
+        from .cifar import resnet_target
+
+        return resnet_target(tcfg, num_outputs, in_channels=int(getattr(bench, "input_shape", (3,))[0]))
+    return mlp(_input_dim(bench), tcfg["hidden"], num_outputs, tcfg["activation"])
+
+
+def _train_transform(cfg: dict, bench: Any, seed: int, device: Any) -> Optional[Callable]:
+    if not cfg.get("augment"):
+        return None
+    from .cifar import make_train_transform
+
+    return make_train_transform(cfg["augment"], bench, seed, device)
+
+
 def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, progress: bool) -> ContinualLearner:
     """The learner (hypernetwork or plain network, with its strategy) a config describes."""
     torch.manual_seed(seed)
@@ -53,6 +77,28 @@ def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, 
     train = cfg["train"]
     common = dict(optimizer=train["optimizer"], lr=train["lr"], batch_size=train["batch_size"], device=device,
                   seed=seed, progress=progress)
+    if "eval_batch_size" in train:
+        common["eval_batch_size"] = train["eval_batch_size"]
+    transform = _train_transform(cfg, bench, seed, device)
+    if transform is not None:
+        common["train_transform"] = transform
+    if cfg["method"] == "scratch":
+        model = _target_module(cfg, bench, bench.classes_per_task)
+        return ContinualLearner(IndependentWeights(model, seed=seed), strategy=cfg["strategy"]["name"],
+                                strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario,
+                                output_layout=cfg["output_layout"], **common)
+    if tcfg.get("model") == "resnet":  # CIFAR: the hypernetwork targets and the baselines share _target_module
+        if is_hnet_method(cfg["method"]):
+            out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
+            h = dict(cfg["hypernetwork"])
+            hnet = HyperNetwork(_target_module(cfg, bench, out), generator=h.pop("generator"), **h)
+            return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
+                                    scenario=scenario, output_layout=cfg["output_layout"], **common)
+        from .. import baselines  # noqa: F401  (registers the baseline strategies)
+
+        out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
+        return ContinualLearner(DirectWeights(_target_module(cfg, bench, out)), strategy=cfg["strategy"]["name"],
+                                strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario, **common)
     if is_hnet_method(cfg["method"]):
         out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
         model = mlp(_input_dim(bench), tcfg["hidden"], out, tcfg["activation"])
@@ -64,21 +110,29 @@ def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, 
 
     out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
     model = mlp(_input_dim(bench), tcfg["hidden"], out, tcfg["activation"])
-    return ContinualLearner(DirectWeights(model), strategy=cfg["strategy"]["name"],
-                            strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario, **common)
+    kwargs = {**cfg["strategy"].get("per_scenario_kwargs", {}).get(scenario, {}), **cfg["strategy"]["kwargs"]}
+    return ContinualLearner(DirectWeights(model), strategy=cfg["strategy"]["name"], strategy_kwargs=kwargs,
+                            scenario=scenario, **common)
 
 
 def _train_sequence(
     learner: ContinualLearner,
     bench: Any,
-    iterations: int,
+    iterations: Optional[int],
     scenarios: Sequence[str],
     checkpoint: Optional[Path],
     on_task: Optional[Callable[[int], None]] = None,
+    epochs: Optional[int] = None,
 ) -> ContinualLearner:
     start = len(learner.learned_tasks)
     for t in range(start, bench.num_tasks):
-        learner.fit_task(t, bench.tasks[t], iterations=iterations)
+        set_task = getattr(learner.train_transform, "set_task", None)
+        if set_task is not None:
+            set_task(t)  # e.g. the per-task padding colour of the CIFAR augmentation
+        if epochs is not None:
+            learner.fit_task(t, bench.tasks[t], epochs=epochs)
+        else:
+            learner.fit_task(t, bench.tasks[t], iterations=iterations)
         learner.evaluate(bench.tasks, scenarios=list(scenarios))
         if checkpoint is not None:
             learner.save(checkpoint)  # atomic: a crash keeps the previous task's checkpoint
@@ -101,7 +155,8 @@ def run_seed(
     """One seed of one method: returns per-scenario results, parameter counts and wall time (plain data)."""
     scenarios = [check_scenario(s) for s in scenarios]
     t0 = time.perf_counter()
-    iterations = int(cfg["train"]["iterations"])
+    epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
+    iterations = None if epochs is not None else int(cfg["train"]["iterations"])
     runs: list[tuple[list[str], str]]
     if is_hnet_method(cfg["method"]):
         runs = [(scenarios, "all")]
@@ -113,10 +168,15 @@ def run_seed(
         if checkpoint_dir is not None:
             ckpt = Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_seed{seed}.pt"
         if resume and ckpt is not None and ckpt.exists():
+            if not is_hnet_method(cfg["method"]):
+                from .. import baselines  # noqa: F401  (the strategy names of a baseline checkpoint)
             learner = ContinualLearner.load(ckpt, device=device, progress=progress)
+            if cfg.get("augment"):  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
+                learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks),
+                                                           device)
         else:
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress)
-        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task)
+        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs)
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
         out["train_log"][tag] = {str(k): v for k, v in learner.train_log.items()}
