@@ -226,6 +226,31 @@ class ContinualLearner:
         params = self.hnet(task_id)
         return self.target(params, x, buffers=self.task_buffers.get(task_id))
 
+    def train_step(self, task_id: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch: task loss (+ the strategy's penalty), backward, step.
+
+        Returns the total loss as a detached device tensor (no host synchronisation). With a lookahead strategy the
+        task loss is backpropagated first, so the penalty can use the candidate step ``ΔΘ_h`` of eq. 2/3.
+        """
+        if self.train_transform is not None:
+            x = self.train_transform(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.task_loss(task_id, self._forward(task_id, x), y)
+        if self.strategy.uses_lookahead:
+            loss.backward()
+            reg = self.strategy.penalty(self, task_id)
+            if reg is not None:
+                reg.backward()
+            total = loss.detach() + (reg.detach() if reg is not None else 0.0)
+        else:
+            reg = self.strategy.penalty(self, task_id)
+            total = loss + reg if reg is not None else loss
+            total.backward()
+            total = total.detach()
+        self.optimizer.step()
+        self.strategy.after_step(self, task_id)
+        return total
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.hnet.parameters() if p.requires_grad]
         if not params:
@@ -270,23 +295,7 @@ class ContinualLearner:
         window_mean = float("nan")
         for it in range(steps):
             x, y = next(batches)
-            if self.train_transform is not None:
-                x = self.train_transform(x)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.task_loss(task_id, self._forward(task_id, x), y)
-            if self.strategy.uses_lookahead:
-                loss.backward()
-                reg = self.strategy.penalty(self, task_id)
-                if reg is not None:
-                    reg.backward()
-                total = loss.detach() + (reg.detach() if reg is not None else 0.0)
-            else:
-                reg = self.strategy.penalty(self, task_id)
-                total = loss + reg if reg is not None else loss
-                total.backward()
-                total = total.detach()
-            self.optimizer.step()
-            self.strategy.after_step(self, task_id)
+            total = self.train_step(task_id, x, y)
             losses[it % self.check_every] = total
             if callback is not None:
                 callback(it, total)

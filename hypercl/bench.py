@@ -1,0 +1,276 @@
+"""``hypercl bench``: speed of hypernetwork training and evaluation as RATIOS measured in one process.
+
+Every number is a median over many steps after a warm-up; ratios compare steps timed in the same run on the same
+batch, so they are meaningful on a noisy machine where absolute times are not.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import atomic_write_text
+from .experiments.configs import method_config
+from .experiments.runner import build_learner
+from .learner import ContinualLearner
+from .strategies import Grow, IWRegularizer
+
+__all__ = ["median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval", "bench_task_scaling", "main"]
+
+BENCH_METHODS = ("hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
+SHAPES = {  # benchmark -> (input dim, classes per task, total classes of the multi-head layout)
+    "split_mnist": (784, 2, 10),
+    "permuted_mnist": (1024, 10, 100),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` in milliseconds (device synchronised around each call)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _fake_bench(benchmark: str, num_tasks: int) -> SimpleNamespace:
+    d, k, _ = SHAPES[benchmark]
+    return SimpleNamespace(input_dim=d, classes_per_task=k, total_classes=k * num_tasks, num_tasks=num_tasks)
+
+
+def prepare_learner(benchmark: str, method: str, task: int, device: torch.device,
+                    overrides: Optional[dict] = None) -> ContinualLearner:
+    """A learner in the state it has while learning task ``task`` (1-based): ``task - 1`` earlier tasks registered
+    and finished (regulariser targets stored, IWR Fisher vectors set, GROW weights frozen) without training them."""
+    cfg = method_config(benchmark, method, **(overrides or {}))
+    fake = _fake_bench(benchmark, max(task, 5 if benchmark == "split_mnist" else 10))
+    learner = build_learner(cfg, fake, "cl1", seed=0, device=device, progress=False)
+    k = fake.classes_per_task
+    for t in range(task - 1):
+        learner._register_task(t, k)
+        learner.strategy.before_task(learner, t)
+        learner.hnet.task_embeddings[t].requires_grad_(False)
+        if isinstance(learner.strategy, IWRegularizer):
+            learner.strategy.fisher[t] = torch.rand(learner.target.num_params, device=device) * 2
+        elif isinstance(learner.strategy, Grow):
+            learner.strategy.after_task(learner, t, None)
+        learner.learned_tasks.append(t)
+    current = task - 1
+    learner._register_task(current, k)
+    learner.strategy.before_task(learner, current)
+    learner.optimizer = learner._make_optimizer()
+    learner.hnet.train()
+    learner.target.train()
+    return learner
+
+
+def _batch(benchmark: str, batch: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, SHAPES[benchmark][0], generator=g).to(device)
+    y = torch.randint(0, k, (batch,), generator=g).to(device)
+    return x, y
+
+
+def _plain_step_fn(learner: ContinualLearner, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """The floor: a plain training step of the same target network (Adam on its own weights) on the same batch."""
+    model = learner.target.module
+    own = [p for p in model.parameters()]
+    for p in own:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(own, lr=1e-3)
+    start, stop = learner._train_units(learner.learned_tasks[-1] + 1 if learner.learned_tasks else 0)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x)[:, start:stop], y).backward()
+        opt.step()
+
+    return step
+
+
+def bench_training_steps(benchmark: str, task: int, device: torch.device, steps: int, warmup: int,
+                         batch: int = 128, methods: tuple[str, ...] = BENCH_METHODS,
+                         overrides: Optional[dict] = None) -> list[dict]:
+    """Per method: hypernetwork training step vs plain target step, and vs the sum of its parts."""
+    rows = []
+    for method in methods:
+        learner = prepare_learner(benchmark, method, task, device, overrides)
+        t = task - 1
+        x, y = _batch(benchmark, batch, learner.heads.num_classes[t], device)
+        hnet_ms = median_time(lambda: learner.train_step(t, x, y), steps, warmup, device)
+        plain_ms = median_time(_plain_step_fn(learner, x, y), steps, warmup, device)
+        hnet = learner.hnet
+        old = [i for i in learner.learned_tasks]
+        regularised = bool(old) and hasattr(learner.strategy, "targets")
+
+        def gen_new() -> None:
+            hnet.generate_flat([t]).sum().backward()
+
+        def gen_old() -> None:
+            hnet.generate_flat(old).sum().backward()
+
+        gen_new_ms = median_time(gen_new, steps, warmup, device)
+        gen_old_ms = median_time(gen_old, steps, warmup, device) if regularised else 0.0
+        hnet.zero_grad(set_to_none=True)
+        parts = plain_ms + gen_new_ms + gen_old_ms
+        rows.append({
+            "benchmark": benchmark, "task": task, "method": method, "hnet_step_ms": hnet_ms,
+            "plain_step_ms": plain_ms, "generator_new_ms": gen_new_ms, "generator_old_ms": gen_old_ms,
+            "ratio_vs_plain": hnet_ms / plain_ms, "ratio_vs_parts": hnet_ms / parts,
+            "hnet_params": hnet.num_params, "target_params": learner.target.num_params,
+        })
+    return rows
+
+
+def bench_cl3_eval(benchmark: str, num_tasks: int, device: torch.device, steps: int, warmup: int,
+                   batch: int = 1000, method: str = "lstm_net") -> dict:
+    """CL3 evaluation of ``num_tasks`` tasks on one test batch: one batched call (generate all + vmap) vs a loop."""
+    learner = prepare_learner(benchmark, method, num_tasks, device)
+    learner.learned_tasks.append(num_tasks - 1)
+    x, _ = _batch(benchmark, batch, 2, device)
+    ids = list(range(num_tasks))
+    target, hnet = learner.target, learner.hnet
+    target.eval()
+
+    @torch.no_grad()
+    def batched() -> None:
+        target.batched(hnet.generate(ids), x)
+
+    @torch.no_grad()
+    def looped() -> None:
+        for i in ids:
+            target(hnet(i), x)
+
+    @torch.no_grad()
+    def single() -> None:
+        target(hnet(0), x)
+
+    b = median_time(batched, steps, warmup, device)
+    lo = median_time(looped, steps, warmup, device)
+    one = median_time(single, steps, warmup, device)
+    return {"benchmark": benchmark, "tasks": num_tasks, "batched_ms": b, "loop_ms": lo, "one_task_ms": one,
+            "loop_over_batched": lo / b, "batched_over_one_task": b / one}
+
+
+def bench_task_scaling(benchmark: str, max_task: int, device: torch.device, steps: int, warmup: int,
+                       methods: tuple[str, ...] = ("lstm_net", "lstm_net_iwr", "lstm_net_grow")) -> list[dict]:
+    """Training-step time while learning task 1..max_task: flat for GROW, growing for the regularisers."""
+    rows = []
+    for method in methods:
+        for task in range(1, max_task + 1):
+            learner = prepare_learner(benchmark, method, task, device)
+            x, y = _batch(benchmark, 128, learner.heads.num_classes[task - 1], device)
+            ms = median_time(lambda: learner.train_step(task - 1, x, y), steps, warmup, device)
+            rows.append({"method": method, "task": task, "step_ms": ms})
+    return rows
+
+
+def bench_hypnettorch(device: torch.device, steps: int, warmup: int, task: int = 5) -> Optional[dict]:
+    """The reference library at the identical HNET Split MNIST config, if it is installed (never a dependency)."""
+    try:
+        from hypnettorch.hnets import ChunkedHMLP
+        from hypnettorch.hnets.hnet_helpers import get_conditional_parameters  # noqa: F401
+        from hypnettorch.mnets import MLP
+        from hypnettorch.utils.hnet_regularizer import calc_fix_target_reg
+    except Exception as e:  # not installed, or an incompatible version
+        return {"skipped": f"hypnettorch not available ({type(e).__name__}: {e})"}
+    mnet = MLP(n_in=784, n_out=10, hidden_layers=(400, 400), no_weights=True).to(device)
+    hnet = ChunkedHMLP(mnet.param_shapes, layers=(10, 10), chunk_size=42000, cond_chunk_embs=False,
+                       chunk_emb_size=96, cond_in_size=96, num_cond_embs=task).to(device)
+    opt = torch.optim.Adam(hnet.parameters(), lr=1e-3)
+    old = list(range(task - 1))
+    with torch.no_grad():
+        targets = [[w.detach().clone() for w in hnet.forward(cond_id=i)] for i in old]
+    x, y = _batch("split_mnist", 128, 2, device)
+
+    def step() -> None:
+        opt.zero_grad()
+        w = hnet.forward(cond_id=task - 1)
+        loss = F.cross_entropy(mnet.forward(x, weights=w)[:, 8:10], y)
+        loss.backward(retain_graph=True, create_graph=False)
+        reg = calc_fix_target_reg(hnet, task - 1, targets=targets, mnet=mnet, prev_theta=None,
+                                  prev_task_embs=None, batch_size=None)
+        (0.01 * reg).backward()
+        opt.step()
+
+    ms = median_time(step, steps, warmup, device)
+    import hypnettorch
+
+    return {"hypnettorch_step_ms": ms, "version": getattr(hypnettorch, "__version__", "?")}
+
+
+def _fmt_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    header = [c[1] for c in cols]
+    body = [[format(r[c[0]], c[2]) if isinstance(r[c[0]], (int, float)) else str(r[c[0]]) for c in cols]
+            for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
+
+
+def main(args: Any) -> int:
+    device = torch.device(args.device)
+    quick = bool(args.quick)
+    steps = args.steps or (3 if quick else 50)
+    warmup = 1 if quick else 5
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "steps": steps, "warmup": warmup, "quick": quick,
+    }
+    if quick:  # few steps, two methods, task 2: a test can run the whole bench in seconds
+        report["training"] = bench_training_steps("split_mnist", 2, device, steps, warmup,
+                                                  methods=("hnet", "lstm_net_grow"))
+        report["cl3_eval"] = [bench_cl3_eval("split_mnist", 2, device, steps, warmup, batch=64)]
+        report["task_scaling"] = bench_task_scaling("split_mnist", 2, device, steps, warmup,
+                                                    methods=("lstm_net", "lstm_net_grow"))
+        report["hypnettorch"] = {"skipped": "not run in --quick"}
+    else:
+        report["training"] = (bench_training_steps("split_mnist", 5, device, steps, warmup)
+                              + bench_training_steps("permuted_mnist", 10, device, max(5, steps // 5), 2))
+        report["cl3_eval"] = [bench_cl3_eval("split_mnist", 5, device, steps, warmup),
+                              bench_cl3_eval("permuted_mnist", 10, device, max(5, steps // 5), 2)]
+        report["task_scaling"] = bench_task_scaling("split_mnist", 10, device, max(10, steps // 2), 3)
+        report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
+        hn = report["hypnettorch"]
+        if hn and "hypnettorch_step_ms" in hn:
+            ours = next(r for r in report["training"] if r["method"] == "hnet" and r["benchmark"] == "split_mnist")
+            hn["ours_hnet_step_ms"] = ours["hnet_step_ms"]
+            hn["speedup"] = hn["hypnettorch_step_ms"] / ours["hnet_step_ms"]
+    print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
+    print("\nTraining step (ratios measured in this run)")
+    print(_fmt_rows(report["training"], [("benchmark", "benchmark", ""), ("task", "task", "d"),
+                                         ("method", "method", ""), ("hnet_step_ms", "step ms", ".2f"),
+                                         ("plain_step_ms", "plain ms", ".2f"),
+                                         ("ratio_vs_plain", "× plain", ".2f"),
+                                         ("ratio_vs_parts", "× parts", ".2f")]))
+    print("\nCL3 evaluation: one batched call vs a loop over tasks")
+    print(_fmt_rows(report["cl3_eval"], [("benchmark", "benchmark", ""), ("tasks", "T", "d"),
+                                         ("batched_ms", "batched ms", ".2f"), ("loop_ms", "loop ms", ".2f"),
+                                         ("loop_over_batched", "loop/batched", ".2f"),
+                                         ("batched_over_one_task", "batched/1 task", ".2f")]))
+    print("\nStep time as tasks accumulate (Split MNIST config)")
+    print(_fmt_rows(report["task_scaling"], [("method", "method", ""), ("task", "task", "d"),
+                                             ("step_ms", "step ms", ".2f")]))
+    print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
+    atomic_write_text(json.dumps(report, indent=1), args.out)
+    print(f"\nwritten to {args.out}")
+    return 0
