@@ -5,6 +5,7 @@ from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenera
 from .hypernetwork import HyperNetwork
 from .target import FunctionalTarget, wrap
 from .direct import DirectWeights
+from .independent import IndependentWeights
 from .checkpoint import CheckpointError
 from .learner import ContinualLearner, NonFiniteLossError
 from .scenarios import SCENARIOS
@@ -24,6 +25,7 @@ __all__ = [
     "LSTMGenerator",
     "GRUGenerator",
     "DirectWeights",
+    "IndependentWeights",
     "ContinualLearner",
     "NonFiniteLossError",
     "CheckpointError",

@@ -1,4 +1,5 @@
-"""Command line: ``hypercl run`` (train + evaluate + results JSON/PNG + table), ``hypercl table``, ``hypercl bench``."""
+"""Command line: ``hypercl run`` (train + evaluate + results JSON/PNG + table), ``hypercl table``, ``hypercl bench``,
+``hypercl ablation`` (Figure 2 ablations and the Split CIFAR speed extrapolation)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,33 @@ from . import __version__
 __all__ = ["main"]
 
 
+class _AllMethods(list):
+    """``--method all``: METHODS, or the Table 3 methods on split_cifar (see cmd_run)."""
+
+
 def _methods(value: str) -> list[str]:
     from .experiments import METHODS
+    from .experiments.configs import ALL_METHODS
 
-    names = list(METHODS) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
+    names = _AllMethods(METHODS) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
+    bad = [m for m in names if m not in ALL_METHODS]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; valid: {list(METHODS)} or 'all'")
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; valid: {list(ALL_METHODS)} or 'all'")
     return names
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _float_list(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
 
 
 def _scenarios(value: str) -> list[str]:
@@ -51,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate methods on a benchmark; writes JSON + PNG, prints a table")
-    run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist"])
+    run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist", "split_cifar"])
     run.add_argument("--method", type=_methods, required=True,
                      help="a method, a comma-separated list, or 'all' (hnet, hnet_iwr, lstm_net, lstm_net_iwr, "
-                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si)")
+                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si; scratch: one independent network "
+                          "per task, CL1 only; on split_cifar 'all' = the Table 3 methods)")
     run.add_argument("--scenario", type=_scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
     run.add_argument("--seed-offset", type=int, default=0)
@@ -72,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-test-per-task", type=int, default=None)
     run.add_argument("--num-tasks", type=int, default=None, help="Permuted MNIST: number of tasks")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--epochs", type=int, default=None,
+                     help="override: epochs per task (split_cifar trains by epochs, 200 by default)")
+    run.add_argument("--resnet-depth", type=int, default=None, help="split_cifar: ResNet depth 6n+2 (default 32)")
+    run.add_argument("--resnet-widths", type=_int_list, default=None,
+                     help="split_cifar: the three stage widths, e.g. 4,4,4 (default 16,32,64)")
+    run.add_argument("--fisher-samples", type=int, default=None, help="override: samples per task for eq. 4 (IWR)")
+    run.add_argument("--no-augment", action="store_true", help="split_cifar: no random crop + flip")
+    run.add_argument("--no-verify", action="store_true",
+                     help="skip the md5 check of the dataset files (hand-made test files)")
 
     table = sub.add_parser("table", help="markdown table of results JSON files next to the paper's numbers")
     table.add_argument("files", nargs="+", help="results JSON files (globs allowed)")
@@ -83,6 +113,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", type=_device, default=torch.device("cpu"))
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
     bench.add_argument("--steps", type=int, default=None)
+
+    abl = sub.add_parser("ablation", help="Figure 2 ablations (compression ratio, β) or the Split CIFAR speed "
+                                          "extrapolation; writes JSON + PNG")
+    abl.add_argument("--kind", required=True, choices=["compression", "beta", "cifar-speed"])
+    abl.add_argument("--benchmark", default="split_mnist", choices=["split_mnist", "permuted_mnist", "split_cifar"],
+                     help="compression/beta: the benchmark (split_mnist substitutes for the paper's Split CIFAR)")
+    abl.add_argument("--quick", action="store_true", help="reduced run (~1 min on 2 CPU cores)")
+    abl.add_argument("--out", type=Path, default=Path("results/ablations"))
+    abl.add_argument("--device", type=_device, default=torch.device("cpu"))
+    abl.add_argument("--data-root", default=None)
+    abl.add_argument("--seeds", type=int, default=1)
+    abl.add_argument("--values", type=_float_list, default=None,
+                     help="compression: ratios (default 0.1,0.25,0.5,1,2); beta: β values (default 1e-4..1)")
+    abl.add_argument("--methods", default=None,
+                     help="comma-separated; compression: hnet,lstm_net; beta: lstm_net_iwr; cifar-speed: the "
+                          "Table 3 methods")
+    abl.add_argument("--scenario", type=_scenarios, default=None,
+                     help="scenarios evaluated (default: all for MNIST, cl1 for split_cifar)")
+    abl.add_argument("--steps", type=int, default=None,
+                     help="cifar-speed: timed steps per task (default: a full epoch on cuda, 3 on cpu)")
+    abl.add_argument("--iterations", type=int, default=None)
+    abl.add_argument("--epochs", type=int, default=None)
+    abl.add_argument("--max-train-per-task", type=int, default=None)
+    abl.add_argument("--max-test-per-task", type=int, default=None)
+    abl.add_argument("--resnet-depth", type=int, default=None)
+    abl.add_argument("--resnet-widths", type=_int_list, default=None)
+    abl.add_argument("--no-verify", action="store_true")
+    abl.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     return parser
 
 
@@ -94,12 +153,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiments.runner import build_benchmark
     from .learner import NonFiniteLossError
 
+    from .experiments.configs import CIFAR_METHODS, CL1_ONLY
+
+    if isinstance(args.method, _AllMethods) and args.benchmark == "split_cifar":
+        args.method = list(CIFAR_METHODS)
+    bad = [m for m in args.method if ((None, m) in CL1_ONLY or (args.benchmark, m) in CL1_ONLY)
+           and args.scenario != ["cl1"]]
+    if bad:
+        print(f"hypercl: {', '.join(bad)} on {args.benchmark} runs in CL1 only; use --scenario cl1", file=sys.stderr)
+        return 2
+    if args.iterations is not None and args.epochs is not None:
+        print("hypercl: give --iterations or --epochs, not both", file=sys.stderr)
+        return 2
+    if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
+        print("hypercl: --resnet-depth/--resnet-widths apply to split_cifar only", file=sys.stderr)
+        return 2
     out = args.out or Path("results") / args.benchmark
     out.mkdir(parents=True, exist_ok=True)
-    command = "hypercl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
     overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
                      chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
                      max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
+    # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
+    for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
+                       ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
+                       ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None)):
+        if value is not None:
+            overrides[key] = value
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     results = []
     bench_cache: dict[str, object] = {}
@@ -146,6 +226,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     outer.close()
     print()
     print(format_table(results, scenarios=args.scenario))
+    if args.benchmark == "split_cifar" and "cl1" in args.scenario:
+        from .experiments.report import format_table3
+
+        print(format_table3(results))
     print(f"results and heatmaps in {out}/ (device: {_device_name(args.device)})")
     return 0
 
@@ -173,6 +257,10 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"hypercl table: {e}", file=sys.stderr)
         return 2
     text = markdown_table(results, with_paper=not args.no_paper)
+    if any(r.get("benchmark") == "split_cifar" for r in results):
+        from .experiments.report import format_table3
+
+        text += "\n" + format_table3(results, with_paper=not args.no_paper, markdown=True)
     print(text)
     if args.out:
         atomic_write_text(text + "\n", args.out)
@@ -185,9 +273,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from .data import DatasetIntegrityError, DatasetNotFoundError
+    from .experiments.ablations import run_ablation, summary_lines
+    from .learner import NonFiniteLossError
+
+    command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    overrides = {}
+    for key, value in (("iterations", args.iterations), ("epochs", args.epochs),
+                       ("max_train_per_task", args.max_train_per_task), ("max_test_per_task", args.max_test_per_task),
+                       ("resnet_depth", args.resnet_depth), ("resnet_widths", args.resnet_widths),
+                       ("verify", False if args.no_verify else None)):
+        if value is not None:
+            overrides[key] = value
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    print(f"hypercl ablation --kind {args.kind}"
+          + (f" --benchmark {args.benchmark}" if args.kind != "cifar-speed" else "")
+          + (" (quick)" if args.quick else "") + f" on {_device_name(args.device)}")
+    try:
+        result, json_path, png = run_ablation(
+            args.kind, benchmark=args.benchmark, quick=args.quick, out=args.out, device=args.device,
+            data_root=args.data_root, seeds=list(range(args.seeds)), values=args.values, overrides=overrides,
+            scenarios=args.scenario, steps=args.steps, methods=methods, command=command, log=print)
+    except (DatasetNotFoundError, DatasetIntegrityError) as e:
+        print(f"hypercl: data problem: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"hypercl: training stopped: {e}", file=sys.stderr)
+        return 3
+    except ValueError as e:
+        print(f"hypercl ablation: {e}", file=sys.stderr)
+        return 2
+    print()
+    print("\n".join(summary_lines(result)))
+    print(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib missing)")
+          + f" in {result['total_wall_time_s']:.0f} s")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return {"run": cmd_run, "table": cmd_table, "bench": cmd_bench}[args.command](args)
+    args.argv = argv
+    return {"run": cmd_run, "table": cmd_table, "bench": cmd_bench, "ablation": cmd_ablation}[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,7 +77,8 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         # ResNet-32 (resnet32(10)); depth/widths can be overridden (tests use a tiny cifar_resnet)
         "target": {"model": "resnet", "depth": 32, "widths": [16, 32, 64]},
         "hnet_output_layout": "shared",
-        "train": {"epochs": 200, "batch_size": 32, "lr": 1e-3, "optimizer": "adam"},
+        # eval_batch_size: test images per vmap call over all learned tasks' ResNets (6 x 500 images at once)
+        "train": {"epochs": 200, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "eval_batch_size": 500},
         # random crop (4 px padding, padded with black in each task's normalised space) + horizontal flip
         "augment": {"kind": "random_crop_flip", "padding": 4, "fill": "black"},
         "chunked_mlp": {"hidden_size": [], "activation": "relu", "chunk_size": 7000, "task_emb_dim": 32,

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Optional, Sequence
 from ..checkpoint import atomic_write_text
 
 __all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
-           "load_results"]
+           "load_results", "PAPER_TABLE3", "format_table3"]
 
 #: Seed paper, Table 1 (non-replay): final average test accuracy (%) mean ± std.
 PAPER_TABLE1: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
@@ -36,10 +36,24 @@ PAPER_TABLE1: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 
+#: Seed paper, Table 3 (Split CIFAR-10/100, CL1): test accuracy (%) per task — C-10, then the CIFAR-100 splits
+#: S1..S5 — after learning all six tasks ("final"), and the paper's average; LSTM_NET also has its "during" row (each
+#: task tested right after it was learned). "scratch" is the paper's "Training-from-scratch".
+PAPER_TABLE3: dict[str, dict[str, Any]] = {
+    "finetune": {"final": (15.3, 13.1, 12.2, 10.2, 20.3, 87.0), "average": 26.35},
+    "scratch": {"final": (88.6, 79.3, 77.0, 83.0, 74.4, 81.1), "average": 80.60},
+    "hnet": {"final": (88.0, 83.0, 79.0, 82.0, 81.0, 82.0), "average": 82.50},
+    "hnet_iwr": {"final": (86.2, 86.1, 80.2, 85.0, 83.6, 85.01), "average": 84.35},
+    "lstm_net": {"final": (88.74, 89.1, 84.9, 84.3, 83.4, 82.7), "average": 85.52,
+                 "during": (88.78, 89.3, 85.2, 84.4, 83.5, 82.7), "during_average": 85.64},
+    "lstm_net_iwr": {"final": (88.44, 88.9, 85.2, 88.5, 86.3, 86.8), "average": 87.35},
+    "lstm_net_grow": {"final": (88.98, 87.7, 86.3, 88.2, 89.2, 89.1), "average": 88.25},
+}
+
 METHOD_LABELS = {
     "finetune": "Finetune", "ewc": "EWC", "online_ewc": "Online EWC", "si": "SI", "hnet": "HNET",
     "hnet_iwr": "HNET_IWR", "lstm_net": "LSTM_NET", "lstm_net_iwr": "LSTM_NET_IWR", "lstm_net_grow": "LSTM_NET_GROW",
-    "gru_net": "GRU_NET",
+    "gru_net": "GRU_NET", "scratch": "Training-from-scratch",
 }
 BENCHMARK_LABELS = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MNIST", "split_cifar": "Split CIFAR"}
 
@@ -149,3 +163,58 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
 
 def markdown_table(results: Sequence[dict], **kw: Any) -> str:
     return format_table(results, markdown=True, **kw)
+
+
+def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bool = False,
+                  scenario: str = "cl1") -> str:
+    """Split CIFAR in the layout of the seed paper's Table 3: per-task accuracy (%) after the last task ("final") and
+    right after each task ("during"), mean over seeds, with the average (± std over seeds) and the paper's rows."""
+    rs = [r for r in results if r.get("benchmark") == "split_cifar"]
+    if not rs:
+        return ""
+    n_tasks = 0
+    for r in rs:
+        for run in r["runs"]:
+            if scenario in run["scenarios"]:
+                n_tasks = max(n_tasks, len(run["scenarios"][scenario]["tasks"]))
+    cols = ["C-10"] + [f"S{i}" for i in range(1, n_tasks)]
+    header = ["method"] + cols + ["average", "seeds"]
+    rows: list[list[str]] = []
+
+    def per_task(vals: list[list[Optional[float]]]) -> list[str]:
+        out = []
+        for j in range(n_tasks):
+            got = [v[j] for v in vals if j < len(v) and v[j] is not None]
+            out.append(f"{100 * sum(got) / len(got):.2f}" if got else "—")
+        return out
+
+    for r in rs:
+        runs = [run["scenarios"][scenario] for run in r["runs"] if scenario in run["scenarios"]]
+        if not runs:
+            continue
+        label = METHOD_LABELS.get(r["method"], r["method"])
+        finals = [res["matrix"][-1] if res["matrix"] else [] for res in runs]
+        durings = [res["during"] for res in runs]
+        summ = r["summary"].get(scenario, {})
+        rows.append([label] + per_task(finals) + [_cell(summ.get("final_mean"), summ.get("final_std")),
+                                                  str(len(runs))])
+        rows.append([f"{label} during"] + per_task(durings)
+                    + [_cell(summ.get("during_mean"), summ.get("during_std")), str(len(runs))])
+        paper = PAPER_TABLE3.get(r["method"]) if with_paper else None
+        if paper:
+            for key, avg_key, suffix in (("final", "average", ""), ("during", "during_average", " during")):
+                if key in paper:
+                    vals = [f"{v:.2f}" for v in paper[key][:n_tasks]] + ["—"] * max(0, n_tasks - len(paper[key]))
+                    rows.append([f"  paper {label}{suffix}"] + vals + [f"{paper[avg_key]:.2f}", "—"])
+    title = ("Split CIFAR-10/100 (Table 3 layout) — test accuracy (%) per task after the last task and right after "
+             f"learning it ({scenario.upper()}), mean over seeds")
+    lines: list[str] = []
+    if markdown:
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        lines += [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.append("")
+    return "\n".join(lines)

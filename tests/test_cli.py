@@ -1,0 +1,77 @@
+"""End-to-end CLI runs on a tiny subset of the real MNIST files: JSON, PNG, table, resume, bench."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hypercl.cli import main
+
+DATA = os.environ.get("HYPERCL_DATA")
+needs_mnist = pytest.mark.skipif(
+    not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set"
+)
+TINY = ["--quick", "--iterations", "3", "--max-train-per-task", "64", "--max-test-per-task", "40", "--no-progress"]
+
+
+@needs_mnist
+def test_run_writes_json_png_and_table(tmp_path, capsys):
+    rc = main(["run", "--benchmark", "split_mnist", "--method", "lstm_net_grow,finetune", "--scenario", "all",
+               "--seeds", "2", "--out", str(tmp_path), *TINY])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "LSTM_NET_GROW" in printed and "Finetune" in printed and "99.85 ± 0.02" in printed  # paper column
+    for method in ["lstm_net_grow", "finetune"]:
+        data = json.loads((tmp_path / f"split_mnist_{method}_quick.json").read_text())
+        assert data["seeds"] == [0, 1] and len(data["runs"]) == 2
+        for s in ["cl1", "cl2", "cl3"]:
+            res = data["runs"][0]["scenarios"][s]
+            assert len(res["matrix"]) == 5 and len(res["matrix"][-1]) == 5
+            assert all(0.0 <= a <= 1.0 for a in res["matrix"][-1])
+            assert data["summary"][s]["n_seeds"] == 2
+        assert data["params"]["target"] > 0 and data["command"].startswith("hypercl run")
+        png = (tmp_path / f"split_mnist_{method}_quick.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    grow = json.loads((tmp_path / "split_mnist_lstm_net_grow_quick.json").read_text())
+    assert grow["runs"][0]["scenarios"]["cl3"]["task_inference_matrix"][-1][0] is not None
+    # hypercl table reads them back
+    out_md = tmp_path / "table.md"
+    assert main(["table", str(tmp_path / "*.json"), "--out", str(out_md)]) == 0
+    assert "| LSTM_NET_GROW |" in out_md.read_text()
+
+
+@needs_mnist
+def test_resume_from_checkpoints_gives_the_same_results(tmp_path):
+    args = ["run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario", "cl1", "--out", str(tmp_path), *TINY]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "split_mnist_hnet_quick.json").read_text())
+    assert (tmp_path / "checkpoints" / "split_mnist_hnet_all_seed0.pt").exists()
+    assert main(args + ["--resume"]) == 0  # every task already in the checkpoint: nothing retrained
+    again = json.loads((tmp_path / "split_mnist_hnet_quick.json").read_text())
+    assert again["runs"][0]["scenarios"] == first["runs"][0]["scenarios"]
+
+
+def test_bad_arguments_are_clear(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--benchmark", "split_mnist", "--method", "lstm_net,transformer"])
+    assert "unknown method(s) ['transformer']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario", "cl9"])
+    assert "unknown scenario(s) ['cl9']" in capsys.readouterr().err
+
+
+def test_table_rejects_foreign_json(tmp_path, capsys):
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    assert main(["table", str(tmp_path / "x.json")]) == 2
+    assert "not a hypercl results file" in capsys.readouterr().err
+
+
+def test_bench_quick_runs_and_writes_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {r["method"] for r in report["training"]} == {"hnet", "lstm_net_grow"}
+    for r in report["training"]:
+        assert r["hnet_step_ms"] > 0 and r["ratio_vs_plain"] > 0 and r["ratio_vs_parts"] > 0
+    assert report["cl3_eval"][0]["tasks"] == 2 and report["task_scaling"]
