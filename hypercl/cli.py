@@ -26,11 +26,16 @@ class _AllMethods(list):
 def _methods(value: str) -> list[str]:
     from .experiments import METHODS
     from .experiments.configs import ALL_METHODS
+    from .replay import REPLAY_METHODS
 
-    names = _AllMethods(METHODS) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
-    bad = [m for m in names if m not in ALL_METHODS]
+    if value == "all":
+        return _AllMethods(METHODS)
+    names = list(REPLAY_METHODS) if value == "replay" else [m.strip() for m in value.split(",") if m.strip()]
+    valid = list(ALL_METHODS) + list(REPLAY_METHODS)
+    bad = [m for m in names if m not in valid]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; valid: {list(ALL_METHODS)} or 'all'")
+        raise argparse.ArgumentTypeError(f"unknown method(s) {bad}; valid: {valid}, 'all' (Table 1) or 'replay' "
+                                         "(Table 2)")
     return names
 
 
@@ -74,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist", "split_cifar"])
     run.add_argument("--method", type=_methods, required=True,
                      help="a method, a comma-separated list, or 'all' (hnet, hnet_iwr, lstm_net, lstm_net_iwr, "
-                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si; scratch: one independent network "
+                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si; replay setting (Table 2): hnet+r, hnet_iwr+r, lstm_net+r, lstm_net_iwr+r, lstm_net_grow+r, lwf, dgr, dgr+distill or 'replay'; scratch: one independent network "
                           "per task, CL1 only; on split_cifar 'all' = the Table 3 methods)")
     run.add_argument("--scenario", type=_scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
@@ -152,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
     from .experiments.runner import build_benchmark
     from .learner import NonFiniteLossError
+    from .replay import is_replay_method, replay_method_config, run_replay_seed
 
     from .experiments.configs import CIFAR_METHODS, CL1_ONLY
 
@@ -161,6 +167,9 @@ def cmd_run(args: argparse.Namespace) -> int:
            and args.scenario != ["cl1"]]
     if bad:
         print(f"hypercl: {', '.join(bad)} on {args.benchmark} runs in CL1 only; use --scenario cl1", file=sys.stderr)
+        return 2
+    if args.seeds < 1:
+        print(f"hypercl: --seeds must be at least 1, got {args.seeds}", file=sys.stderr)
         return 2
     if args.iterations is not None and args.epochs is not None:
         print("hypercl: give --iterations or --epochs, not both", file=sys.stderr)
@@ -189,15 +198,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     started: dict[str, float] = {}
     try:
         for method, seed in jobs:
-            cfg = method_config(args.benchmark, method, quick=args.quick, **overrides)
+            replay = is_replay_method(method)
+            make_cfg = replay_method_config if replay else method_config
+            cfg = make_cfg(args.benchmark, method, quick=args.quick, **overrides)
             key = repr(cfg["benchmark"])
             if key not in bench_cache:
                 bench_cache[key] = build_benchmark(cfg, args.data_root, args.device)
             bench = bench_cache[key]
             outer.set_description(f"{method} seed {seed}")
             started.setdefault(method, time.perf_counter())
-            run = run_seed(cfg, bench, seed, args.scenario, device=args.device, progress=not args.no_progress,
-                           checkpoint_dir=out / "checkpoints", resume=args.resume)
+            stem = f"{args.benchmark}_{method}{'_quick' if args.quick else ''}"
+            if replay:
+                run = run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
+                                      progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                      resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")
+            else:
+                run = run_seed(cfg, bench, seed, args.scenario, device=args.device, progress=not args.no_progress,
+                               checkpoint_dir=out / "checkpoints", resume=args.resume)
             by_method.setdefault(method, []).append(run)
             outer.update(1)
             if len(by_method[method]) == len(seeds):
@@ -211,7 +228,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "versions": {"hypercl": __version__, "torch": torch.__version__},
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 }
-                stem = f"{args.benchmark}_{method}{'_quick' if args.quick else ''}"
                 write_results(result, out / f"{stem}.json")
                 plot_matrices(result, out / f"{stem}.png")
                 results.append(result)

@@ -75,3 +75,20 @@ def test_bench_quick_runs_and_writes_ratios(tmp_path):
     for r in report["training"]:
         assert r["hnet_step_ms"] > 0 and r["ratio_vs_plain"] > 0 and r["ratio_vs_parts"] > 0
     assert report["cl3_eval"][0]["tasks"] == 2 and report["task_scaling"]
+
+
+@needs_mnist
+def test_replay_method_through_the_cli(tmp_path, capsys):
+    rc = main(["run", "--benchmark", "split_mnist", "--method", "lstm_net_grow+r", "--scenario", "all",
+               "--out", str(tmp_path), *TINY])
+    assert rc == 0
+    assert "99.83 ± 0.01" in capsys.readouterr().out  # the paper's Table 2 column is printed next to ours
+    data = json.loads((tmp_path / "split_mnist_lstm_net_grow+r_quick.json").read_text())
+    assert len(data["runs"][0]["scenarios"]["cl3"]["matrix"]) == 5
+    assert (tmp_path / "split_mnist_lstm_net_grow+r_quick_samples_seed0.png").read_bytes()[:4] == b"\x89PNG"
+    from hypercl.cli import _methods
+    from hypercl.replay import REPLAY_METHODS
+
+    assert _methods("replay") == list(REPLAY_METHODS) and "dgr+distill" in REPLAY_METHODS
+    assert main(["run", "--benchmark", "split_mnist", "--method", "dgr", "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err

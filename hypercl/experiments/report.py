@@ -131,7 +131,9 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
         by_bench.setdefault(r["benchmark"], []).append(r)
     lines: list[str] = []
     for bench, rs in by_bench.items():
-        paper = PAPER_TABLE1.get(bench, {})
+        from ..replay.runner import PAPER_TABLE2, REPLAY_METHOD_LABELS
+
+        paper = {**PAPER_TABLE1.get(bench, {}), **PAPER_TABLE2.get(bench, {})}
         header = ["method"] + [s.upper() for s in scenarios]
         if with_paper:
             header += [f"paper {s.upper()}" for s in scenarios]
@@ -139,7 +141,7 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
         rows = []
         for r in rs:
             summ = r["summary"]
-            row = [METHOD_LABELS.get(r["method"], r["method"])]
+            row = [METHOD_LABELS.get(r["method"], REPLAY_METHOD_LABELS.get(r["method"], r["method"]))]
             row += [_cell(summ[s]["final_mean"], summ[s]["final_std"]) if s in summ else "—" for s in scenarios]
             if with_paper:
                 p = paper.get(r["method"], {})
