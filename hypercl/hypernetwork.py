@@ -26,6 +26,25 @@ DEFAULT_HIDDEN = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10
 TaskIds = Union[int, Sequence[int], torch.Tensor]
 
 
+def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
+    """``task_ids`` (an int, a sequence or a tensor) as a list of ints, each checked against ``num_tasks``."""
+    if isinstance(task_ids, torch.Tensor):
+        ids = [int(i) for i in task_ids.reshape(-1).tolist()]
+    elif isinstance(task_ids, int):
+        ids = [task_ids]
+    else:
+        ids = [int(i) for i in task_ids]
+    if not ids:
+        raise ValueError("task_ids is empty")
+    bad = [i for i in ids if not 0 <= i < num_tasks]
+    if bad:
+        raise KeyError(
+            f"unknown task id(s) {bad}: this model has {num_tasks} task(s) (ids 0..{num_tasks - 1}); "
+            "register new tasks with add_task()"
+        )
+    return ids
+
+
 def _build_generator(
     kind: str, plan: ChunkPlan, task_emb_dim: int, chunk_emb_dim: int, hidden: Any, **kwargs: Any
 ) -> Generator:
@@ -193,21 +212,7 @@ class HyperNetwork(nn.Module):
         return task_id
 
     def _ids(self, task_ids: TaskIds) -> list[int]:
-        if isinstance(task_ids, torch.Tensor):
-            ids = [int(i) for i in task_ids.reshape(-1).tolist()]
-        elif isinstance(task_ids, int):
-            ids = [task_ids]
-        else:
-            ids = [int(i) for i in task_ids]
-        if not ids:
-            raise ValueError("task_ids is empty")
-        bad = [i for i in ids if not 0 <= i < self.num_tasks]
-        if bad:
-            raise KeyError(
-                f"unknown task id(s) {bad}: this hypernetwork has {self.num_tasks} task(s) "
-                f"(ids 0..{self.num_tasks - 1}); register new tasks with add_task()"
-            )
-        return ids
+        return task_id_list(task_ids, self.num_tasks)
 
     # ------------------------------------------------------------------ generation
     def task_embedding_matrix(self, task_ids: TaskIds) -> torch.Tensor:

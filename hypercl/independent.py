@@ -29,6 +29,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
+from .hypernetwork import task_id_list
 from .learner import register_weight_source
 from .models.registry import build_model, model_spec
 from .target import FunctionalTarget, wrap
@@ -112,18 +113,7 @@ class IndependentWeights(nn.Module):
         return t
 
     def _ids(self, task_ids: Union[int, Sequence[int], torch.Tensor]) -> list[int]:
-        if isinstance(task_ids, torch.Tensor):
-            ids = [int(i) for i in task_ids.reshape(-1).tolist()]
-        elif isinstance(task_ids, int):
-            ids = [task_ids]
-        else:
-            ids = [int(i) for i in task_ids]
-        if not ids:
-            raise ValueError("task_ids is empty")
-        bad = [i for i in ids if not 0 <= i < self.num_tasks]
-        if bad:
-            raise KeyError(f"unknown task id(s) {bad}: {self.num_tasks} task(s) registered; use add_task()")
-        return ids
+        return task_id_list(task_ids, self.num_tasks)
 
     # ------------------------------------------------------------------ weights
     def generate_flat(self, task_ids: Union[int, Sequence[int], torch.Tensor]) -> torch.Tensor:

@@ -576,16 +576,7 @@ class ContinualLearner:
             else:
                 while hnet.num_tasks < state["num_tasks"]:
                     hnet.add_task()
-            if state["growing"]:
-                hnet.generator.enable_growth(hnet.num_tasks)
-            if state["model_kind"] != "hypernetwork":
-                hnet.load_state_extra(state["model_extra"])
-            hnet.load_state_dict(state["model_state"])
-            for n, p in hnet.named_parameters():
-                p.requires_grad_(state["requires_grad"].get(n, True))
-            own = dict(hnet.target.module.named_buffers())
-            for n, b in state["target_buffers"].items():
-                own[n].copy_(b)
+            restore_model_state(hnet, state)
         except CheckpointError:
             raise
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
@@ -618,6 +609,21 @@ class ContinualLearner:
                 except (ValueError, KeyError):
                     learner.optimizer = None  # parameters were frozen after the task: a new task builds a new one
         return learner
+
+
+def restore_model_state(hnet: Model, state: dict) -> None:
+    """Put a checkpoint's model state into a weight source built with the same config and ``num_tasks`` tasks:
+    GROW mode, extra state, parameters, which parameters are frozen, and the target module's own buffers."""
+    if state["growing"]:
+        hnet.generator.enable_growth(hnet.num_tasks)
+    if state["model_kind"] != "hypernetwork":
+        hnet.load_state_extra(state["model_extra"])
+    hnet.load_state_dict(state["model_state"])
+    for n, p in hnet.named_parameters():
+        p.requires_grad_(state["requires_grad"].get(n, True))
+    own = dict(hnet.target.module.named_buffers())
+    for n, b in state["target_buffers"].items():
+        own[n].copy_(b)
 
 
 def _to(obj: Any, device: torch.device) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError
-from ..learner import ContinualLearner
+from ..learner import ContinualLearner, restore_model_state
 
 __all__ = ["restore_learner"]
 
@@ -36,16 +36,7 @@ def restore_learner(learner: ContinualLearner, state: dict) -> ContinualLearner:
     try:
         while hnet.num_tasks < int(state["num_tasks"]):
             hnet.add_task()
-        if state["growing"]:
-            hnet.generator.enable_growth(hnet.num_tasks)
-        if state["model_kind"] != "hypernetwork":
-            hnet.load_state_extra(state["model_extra"])
-        hnet.load_state_dict(state["model_state"])
-        for n, p in hnet.named_parameters():
-            p.requires_grad_(state["requires_grad"].get(n, True))
-        own = dict(hnet.target.module.named_buffers())
-        for n, b in state["target_buffers"].items():
-            own[n].copy_(b)
+        restore_model_state(hnet, state)
         learner.strategy.load_state_dict(_to(state["strategy"]["state"], dev))
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"the saved replay-run state does not fit this model: {e}") from e
