@@ -211,9 +211,9 @@ def bench_hypnettorch(device: torch.device, steps: int, warmup: int, task: int =
         opt.step()
 
     ms = median_time(step, steps, warmup, device)
-    import hypnettorch
+    from importlib.metadata import version
 
-    return {"hypnettorch_step_ms": ms, "version": getattr(hypnettorch, "__version__", "?")}
+    return {"hypnettorch_step_ms": ms, "version": version("hypnettorch"), "hnet_params": hnet.num_params}
 
 
 def _fmt_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
