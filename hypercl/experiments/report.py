@@ -130,9 +130,11 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
     for r in results:
         by_bench.setdefault(r["benchmark"], []).append(r)
     lines: list[str] = []
-    for bench, rs in by_bench.items():
-        from ..replay.runner import PAPER_TABLE2, REPLAY_METHOD_LABELS
+    from ..replay.runner import PAPER_TABLE2, REPLAY_METHOD_LABELS
 
+    order = list(METHOD_LABELS) + list(REPLAY_METHOD_LABELS)
+    for bench, rs in by_bench.items():
+        rs = sorted(rs, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
         paper = {**PAPER_TABLE1.get(bench, {}), **PAPER_TABLE2.get(bench, {})}
         header = ["method"] + [s.upper() for s in scenarios]
         if with_paper:
