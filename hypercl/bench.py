@@ -252,8 +252,11 @@ def main(args: Any) -> int:
         report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
         hn = report["hypnettorch"]
         if hn and "hypnettorch_step_ms" in hn:
-            ours = next(r for r in report["training"] if r["method"] == "hnet" and r["benchmark"] == "split_mnist")
-            hn["ours_hnet_step_ms"] = ours["hnet_step_ms"]
+            # the hypnettorch step above has no lookahead: compare with our HNET step without it too
+            ours = bench_training_steps("split_mnist", 5, device, steps, warmup, methods=("hnet",),
+                                        overrides={"strategy_kwargs": {"lookahead": False}})[0]
+            hn["ours_hnet_no_lookahead_step_ms"] = ours["hnet_step_ms"]
+            hn["ours_plain_step_ms"] = ours["plain_step_ms"]
             hn["speedup"] = hn["hypnettorch_step_ms"] / ours["hnet_step_ms"]
     print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
     print("\nTraining step (ratios measured in this run)")
