@@ -10,6 +10,7 @@ from .checkpoint import CheckpointError
 from .learner import ContinualLearner, NonFiniteLossError
 from .scenarios import SCENARIOS
 from .strategies import Grow, HNETRegularizer, IWRegularizer, NoRegularizer, Strategy, get_strategy
+from . import baselines  # noqa: F401 (registers the strategy names finetune, ewc, online_ewc, si)
 
 __version__ = "0.1.0"
 

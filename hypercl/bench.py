@@ -186,7 +186,6 @@ def bench_hypnettorch(device: torch.device, steps: int, warmup: int, task: int =
     """The reference library at the identical HNET Split MNIST config, if it is installed (never a dependency)."""
     try:
         from hypnettorch.hnets import ChunkedHMLP
-        from hypnettorch.hnets.hnet_helpers import get_conditional_parameters  # noqa: F401
         from hypnettorch.mnets import MLP
         from hypnettorch.utils.hnet_regularizer import calc_fix_target_reg
     except Exception as e:  # not installed, or an incompatible version

@@ -117,6 +117,18 @@ def plot_matrices(result: dict, path: Path) -> Optional[Path]:
     return path
 
 
+def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    """A table as markdown (``### title`` + pipe table) or aligned plain text, followed by a blank line."""
+    if markdown:
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+        lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return lines + [""]
+
+
 def _cell(mean: Optional[float], std: Optional[float]) -> str:
     if mean is None:
         return "—"
@@ -154,14 +166,7 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
                     f"{r.get('wall_time_s', 0):.0f}"]
             rows.append(row)
         title = f"{BENCHMARK_LABELS.get(bench, bench)} — final average test accuracy (%), mean ± std over seeds"
-        if markdown:
-            lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
-        else:
-            widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-            lines += [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-            lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-        lines.append("")
+        lines += _render(title, header, rows, markdown)
     return "\n".join(lines)
 
 
@@ -212,13 +217,4 @@ def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bo
                     rows.append([f"  paper {label}{suffix}"] + vals + [f"{paper[avg_key]:.2f}", "—"])
     title = ("Split CIFAR-10/100 (Table 3 layout) — test accuracy (%) per task after the last task and right after "
              f"learning it ({scenario.upper()}), mean over seeds")
-    lines: list[str] = []
-    if markdown:
-        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-    else:
-        widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-        lines += [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join(_render(title, header, rows, markdown))

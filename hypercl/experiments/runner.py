@@ -13,7 +13,6 @@ per task.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -94,8 +93,6 @@ def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, 
             hnet = HyperNetwork(_target_module(cfg, bench, out), generator=h.pop("generator"), **h)
             return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
                                     scenario=scenario, output_layout=cfg["output_layout"], **common)
-        from .. import baselines  # noqa: F401  (registers the baseline strategies)
-
         out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
         return ContinualLearner(DirectWeights(_target_module(cfg, bench, out)), strategy=cfg["strategy"]["name"],
                                 strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario, **common)
@@ -106,8 +103,6 @@ def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, 
         hnet = HyperNetwork(model, generator=h.pop("generator"), **h)
         return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
                                 scenario=scenario, output_layout=cfg["output_layout"], **common)
-    from .. import baselines  # noqa: F401  (registers the baseline strategies)
-
     out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
     model = mlp(_input_dim(bench), tcfg["hidden"], out, tcfg["activation"])
     kwargs = {**cfg["strategy"].get("per_scenario_kwargs", {}).get(scenario, {}), **cfg["strategy"]["kwargs"]}
@@ -168,8 +163,6 @@ def run_seed(
         if checkpoint_dir is not None:
             ckpt = Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_seed{seed}.pt"
         if resume and ckpt is not None and ckpt.exists():
-            if not is_hnet_method(cfg["method"]):
-                from .. import baselines  # noqa: F401  (the strategy names of a baseline checkpoint)
             learner = ContinualLearner.load(ckpt, device=device, progress=progress)
             if cfg.get("augment"):  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
                 learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks),

@@ -9,24 +9,14 @@ Optimizer states are not restored: a replay run checkpoints between tasks, and e
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
 
-import torch
 
 from ..checkpoint import CheckpointError
-from ..learner import ContinualLearner, restore_model_state
+from ..learner import ContinualLearner, _to, restore_model_state
 
 __all__ = ["restore_learner"]
 
 
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj
 
 
 def restore_learner(learner: ContinualLearner, state: dict) -> ContinualLearner:

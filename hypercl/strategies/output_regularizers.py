@@ -9,12 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..regularizers import (
-    diagonal_empirical_fisher,
-    hnet_output_regularizer,
-    importance_weighted_regularizer,
-    normalize_fisher,
-)
+from ..regularizers import hnet_output_regularizer, importance_weighted_regularizer
 from .base import Strategy
 
 if TYPE_CHECKING:  # pragma: no cover
