@@ -94,8 +94,6 @@ class RecurrentGenerator(Generator):
         layers = list(self.task_weight_out)
         if self.out_bias:
             layers += list(self.task_bias_out)
-        if self._template is not None:
-            layers += [t for t in self._template[2:]]
         return layers
 
     # ------------------------------------------------------------------ GROW (section 3.3)
