@@ -16,13 +16,14 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .allocator import keep_freed_memory
 from .checkpoint import atomic_write_text
 from .experiments.configs import method_config
 from .experiments.runner import build_learner
 from .learner import ContinualLearner
 from .strategies import Grow, IWRegularizer
 
-__all__ = ["median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval", "bench_task_scaling", "main"]
+__all__ = ["interleaved_medians", "median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval", "bench_task_scaling", "main"]
 
 BENCH_METHODS = ("hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
 SHAPES = {  # benchmark -> (input dim, classes per task, total classes of the multi-head layout)
@@ -36,18 +37,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], Any]], steps: int, warmup: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median wall time in milliseconds of each function, timed ROUND-ROBIN (a, b, c, a, b, c, ...) so that a change
+    of machine load during the measurement hits every function alike and their ratios stay meaningful. The device
+    is synchronised around each call."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(steps):
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def median_time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
     """Median wall time of ``fn`` in milliseconds (device synchronised around each call)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return interleaved_medians({"fn": fn}, steps, warmup, device)["fn"]
 
 
 def _fake_bench(benchmark: str, num_tasks: int) -> SimpleNamespace:
@@ -94,7 +105,7 @@ def _plain_step_fn(learner: ContinualLearner, x: torch.Tensor, y: torch.Tensor) 
     own = [p for p in model.parameters()]
     for p in own:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(own, lr=1e-3)
+    opt = torch.optim.Adam(own, lr=1e-3, fused=True)  # the same fused Adam the learner uses
     start, stop = learner._train_units(learner.learned_tasks[-1] + 1 if learner.learned_tasks else 0)
 
     def step() -> None:
@@ -114,8 +125,6 @@ def bench_training_steps(benchmark: str, task: int, device: torch.device, steps:
         learner = prepare_learner(benchmark, method, task, device, overrides)
         t = task - 1
         x, y = _batch(benchmark, batch, learner.heads.num_classes[t], device)
-        hnet_ms = median_time(lambda: learner.train_step(t, x, y), steps, warmup, device)
-        plain_ms = median_time(_plain_step_fn(learner, x, y), steps, warmup, device)
         hnet = learner.hnet
         old = [i for i in learner.learned_tasks]
         regularised = bool(old) and hasattr(learner.strategy, "targets")
@@ -126,8 +135,11 @@ def bench_training_steps(benchmark: str, task: int, device: torch.device, steps:
         def gen_old() -> None:
             hnet.generate_flat(old).sum().backward()
 
-        gen_new_ms = median_time(gen_new, steps, warmup, device)
-        gen_old_ms = median_time(gen_old, steps, warmup, device) if regularised else 0.0
+        fns = {"step": lambda: learner.train_step(t, x, y), "plain": _plain_step_fn(learner, x, y), "new": gen_new}
+        if regularised:
+            fns["old"] = gen_old
+        ms = interleaved_medians(fns, steps, warmup, device)
+        hnet_ms, plain_ms, gen_new_ms, gen_old_ms = ms["step"], ms["plain"], ms["new"], ms.get("old", 0.0)
         hnet.zero_grad(set_to_none=True)
         parts = plain_ms + gen_new_ms + gen_old_ms
         rows.append({
@@ -162,9 +174,8 @@ def bench_cl3_eval(benchmark: str, num_tasks: int, device: torch.device, steps: 
     def single() -> None:
         target(hnet(0), x)
 
-    b = median_time(batched, steps, warmup, device)
-    lo = median_time(looped, steps, warmup, device)
-    one = median_time(single, steps, warmup, device)
+    ms = interleaved_medians({"batched": batched, "loop": looped, "one": single}, steps, warmup, device)
+    b, lo, one = ms["batched"], ms["loop"], ms["one"]
     return {"benchmark": benchmark, "tasks": num_tasks, "batched_ms": b, "loop_ms": lo, "one_task_ms": one,
             "loop_over_batched": lo / b, "batched_over_one_task": b / one}
 
@@ -209,10 +220,17 @@ def bench_hypnettorch(device: torch.device, steps: int, warmup: int, task: int =
         (0.01 * reg).backward()
         opt.step()
 
-    ms = median_time(step, steps, warmup, device)
+    # ours at the same configuration and state, timed round-robin with the reference step
+    ours = prepare_learner("split_mnist", "hnet", task, device, overrides={"strategy_kwargs": {"lookahead": False}})
+    ox, oy = _batch("split_mnist", 128, ours.heads.num_classes[task - 1], device)
+    ms = interleaved_medians({"hypnettorch": step, "ours": lambda: ours.train_step(task - 1, ox, oy),
+                              "plain": _plain_step_fn(ours, ox, oy)}, steps, warmup, device)
     from importlib.metadata import version
 
-    return {"hypnettorch_step_ms": ms, "version": version("hypnettorch"), "hnet_params": hnet.num_params}
+    return {"hypnettorch_step_ms": ms["hypnettorch"], "version": version("hypnettorch"),
+            "hnet_params": hnet.num_params, "ours_hnet_params": ours.hnet.num_params,
+            "ours_hnet_no_lookahead_step_ms": ms["ours"], "ours_plain_step_ms": ms["plain"],
+            "speedup": ms["hypnettorch"] / ms["ours"]}
 
 
 def _fmt_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
@@ -227,6 +245,7 @@ def _fmt_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 def main(args: Any) -> int:
     device = torch.device(args.device)
+    report_alloc = keep_freed_memory()  # also done by the CLI; here for callers of main() from Python
     quick = bool(args.quick)
     steps = args.steps or (3 if quick else 50)
     warmup = 1 if quick else 5
@@ -234,6 +253,7 @@ def main(args: Any) -> int:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
         f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "steps": steps, "warmup": warmup, "quick": quick,
+        "keep_freed_memory": report_alloc, "timing": "medians, functions timed round-robin",
     }
     if quick:  # few steps, two methods, task 2: a test can run the whole bench in seconds
         report["training"] = bench_training_steps("split_mnist", 2, device, steps, warmup,
@@ -249,14 +269,6 @@ def main(args: Any) -> int:
                               bench_cl3_eval("permuted_mnist", 10, device, max(5, steps // 5), 2)]
         report["task_scaling"] = bench_task_scaling("split_mnist", 10, device, max(10, steps // 2), 3)
         report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
-        hn = report["hypnettorch"]
-        if hn and "hypnettorch_step_ms" in hn:
-            # the hypnettorch step above has no lookahead: compare with our HNET step without it too
-            ours = bench_training_steps("split_mnist", 5, device, steps, warmup, methods=("hnet",),
-                                        overrides={"strategy_kwargs": {"lookahead": False}})[0]
-            hn["ours_hnet_no_lookahead_step_ms"] = ours["hnet_step_ms"]
-            hn["ours_plain_step_ms"] = ours["plain_step_ms"]
-            hn["speedup"] = hn["hypnettorch_step_ms"] / ours["hnet_step_ms"]
     print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
     print("\nTraining step (ratios measured in this run)")
     print(_fmt_rows(report["training"], [("benchmark", "benchmark", ""), ("task", "task", "d"),

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import __version__
+from .allocator import keep_freed_memory
 
 __all__ = ["main"]
 
@@ -333,6 +334,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.command != "table":
+        keep_freed_memory()  # no page faults on the large per-step temporaries (hypercl/allocator.py)
     return {"run": cmd_run, "table": cmd_table, "bench": cmd_bench, "ablation": cmd_ablation}[args.command](args)
 
 

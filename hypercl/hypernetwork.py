@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Any, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .chunking import ChunkPlan
@@ -219,15 +220,44 @@ class HyperNetwork(nn.Module):
         """The embeddings of ``task_ids`` stacked as ``(B, E)``."""
         return torch.stack([self.task_embeddings[i] for i in self._ids(task_ids)])
 
+    def generate_raw(self, task_ids: TaskIds, task_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The generator's raw output for the tasks, ``(B, n_chunks · chunk_size)`` (padding included), in ONE call.
+
+        The target weights are ``Θ = offset + gain ⊙ raw[:, :N]`` (:meth:`generate_flat`); the regularisers of
+        eq. 2/3 work on ``raw`` directly (:meth:`to_raw_space`), which saves the map and the padding's backward.
+        ``task_emb`` overrides the stored embeddings (same number of rows as ``task_ids``).
+        """
+        ids = self._ids(task_ids)
+        emb = self.task_embedding_matrix(ids) if task_emb is None else task_emb
+        return self.generator(emb, ids).reshape(len(ids), self.plan.padded_size)
+
+    def raw_to_flat(self, raw: torch.Tensor) -> torch.Tensor:
+        """``Θ = offset + gain ⊙ raw`` without the padding: ``(B, padded)`` raw outputs → ``(B, N)`` weights."""
+        return torch.addcmul(self.weight_offset, self.weight_gain, raw[..., : self.plan.num_params])
+
     def generate_flat(self, task_ids: TaskIds, task_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generated weights of the tasks as flat vectors ``(B, N)``, in ONE generator call.
 
         ``task_emb`` overrides the stored embeddings (same number of rows as ``task_ids``).
         """
-        ids = self._ids(task_ids)
-        emb = self.task_embedding_matrix(ids) if task_emb is None else task_emb
-        raw = self.plan.join(self.generator(emb, ids))
-        return torch.addcmul(self.weight_offset, self.weight_gain, raw)
+        return self.raw_to_flat(self.generate_raw(task_ids, task_emb))
+
+    @torch.no_grad()
+    def to_raw_space(
+        self, targets: torch.Tensor, weight: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Targets ``(B, N)`` of eq. 2/3 and their per-weight importance, moved to the generator's raw space.
+
+        Since ``Θ = offset + gain ⊙ raw``, ``w (Θ* − Θ)² = (w ⊙ gain²) (raw* − raw)²`` with
+        ``raw* = (Θ* − offset) / gain`` (``gain > 0`` always, :func:`init_scale_map`). Returns ``(raw*, w ⊙ gain²)``
+        padded to ``(B, n_chunks · chunk_size)`` with weight 0 on the padding, so a penalty on :meth:`generate_raw`'s
+        output equals the penalty on the generated weights.
+        """
+        pad = self.plan.padding
+        raw_targets = F.pad((targets - self.weight_offset) / self.weight_gain, (0, pad))
+        sq_gain = self.weight_gain.square()
+        w = sq_gain.expand_as(targets) if weight is None else weight * sq_gain
+        return raw_targets, F.pad(w, (0, pad))
 
     def generate(self, task_ids: TaskIds) -> "OrderedDict[str, torch.Tensor]":
         """Generated weights of several tasks as a stacked params dict (leading task dim), one generator call."""

@@ -25,6 +25,30 @@ def test_eq3_matches_direct_sum_and_reduces_to_eq2():
     assert torch.allclose(importance_weighted_regularizer(cur, tgt, ones, 0.1), hnet_output_regularizer(cur, tgt, 0.1))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_penalty_gradient_equals_autograd_of_direct_formula(weighted):
+    g = torch.Generator().manual_seed(3)
+    cur = torch.randn(3, 50, generator=g, dtype=torch.float64, requires_grad=True)
+    tgt, fi = torch.randn(3, 50, generator=g, dtype=torch.float64), torch.rand(3, 50, generator=g, dtype=torch.float64)
+    w = fi if weighted else torch.ones_like(fi)
+    fused = importance_weighted_regularizer(cur, tgt, fi, 0.3) if weighted else hnet_output_regularizer(cur, tgt, 0.3)
+    (g_fused,) = torch.autograd.grad(fused, cur)
+    direct = 0.3 / 3 * (w * (tgt - cur) ** 2).sum()
+    (g_direct,) = torch.autograd.grad(direct, cur)
+    assert torch.allclose(fused, direct) and torch.allclose(g_fused, g_direct)
+    assert torch.autograd.gradcheck(lambda c: hnet_output_regularizer(c, tgt, 0.3), (cur,))
+
+
+def test_fused_penalty_under_vmap_matches_per_member_values_and_gradients():
+    from torch.func import grad, vmap
+    cur, tgt, fi = torch.randn(4, 2, 30), torch.randn(4, 2, 30), torch.rand(4, 2, 30)
+    fn = lambda c, t, f: importance_weighted_regularizer(c, t, f, 0.1)  # noqa: E731
+    batched = vmap(grad(fn))(cur, tgt, fi)
+    for k in range(4):
+        assert torch.allclose(batched[k], grad(fn)(cur[k], tgt[k], fi[k]))
+        assert torch.allclose(vmap(fn)(cur, tgt, fi)[k], fn(cur[k], tgt[k], fi[k]))
+
+
 def test_regularizer_shape_errors():
     with pytest.raises(ValueError, match=r"\(T-1, N\)"):
         hnet_output_regularizer(torch.zeros(2, 3), torch.zeros(2, 4), 1.0)

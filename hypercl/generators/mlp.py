@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..chunking import ChunkPlan
-from .base import Generator, make_activation
+from .base import ChunkProjection, Generator, make_activation
 
 __all__ = ["MLPGenerator", "ChunkedMLPGenerator"]
 
@@ -38,7 +38,7 @@ class MLPGenerator(Generator):
                 f"num_params={plan.num_params}), got chunk_size={plan.chunk_size}; use ChunkedMLPGenerator to chunk"
             )
         self.body, d = _mlp(task_emb_dim, hidden, activation)
-        self.out = nn.Linear(d, plan.padded_size)
+        self.out = ChunkProjection(d, plan.padded_size)
 
     def forward(self, task_emb: torch.Tensor, task_ids: Optional[Sequence[int]] = None) -> torch.Tensor:
         self._check_emb(task_emb)
@@ -66,7 +66,7 @@ class ChunkedMLPGenerator(Generator):
         super().__init__(plan, task_emb_dim)
         self.chunk_embeddings = nn.Parameter(torch.randn(plan.n_chunks, chunk_emb_dim))
         self.body, d = _mlp(task_emb_dim + chunk_emb_dim, hidden, activation)
-        self.out = nn.Linear(d, plan.chunk_size)
+        self.out = ChunkProjection(d, plan.chunk_size)
 
     def forward(self, task_emb: torch.Tensor, task_ids: Optional[Sequence[int]] = None) -> torch.Tensor:
         self._check_emb(task_emb)

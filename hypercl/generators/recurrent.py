@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..chunking import ChunkPlan
-from .base import Generator
+from .base import ChunkProjection, Generator
 from .mlp import chunk_inputs
 
 __all__ = ["RecurrentGenerator", "LSTMGenerator", "GRUGenerator"]
@@ -53,7 +53,7 @@ class RecurrentGenerator(Generator):
         self.chunk_embeddings = nn.Parameter(torch.randn(plan.n_chunks, chunk_emb_dim))
         rnn_cls = nn.LSTM if self.cell == "lstm" else nn.GRU
         self.rnn = rnn_cls(self.input_size, self.hidden_size, num_layers=self.num_layers, batch_first=True)
-        self.out = nn.Linear(self.hidden_size, plan.chunk_size, bias=self.out_bias)
+        self.out = ChunkProjection(self.hidden_size, plan.chunk_size, bias=self.out_bias)
         self.growing = False
         self._template: Optional[list[torch.Tensor]] = None
 
@@ -71,8 +71,8 @@ class RecurrentGenerator(Generator):
         b_ih = torch.stack([self.task_bias_ih[i] for i in ids])  # (B, G)
         pre = torch.baddbmm(b_ih.unsqueeze(1), x, w_ih.transpose(1, 2))  # (B, n_chunks, G): one batched matmul
         h = self._shared_recurrence(pre)  # (B, n_chunks, H)
-        w_out = torch.stack([self.task_weight_out[i] for i in ids])  # (B, C, H)
-        y = torch.bmm(h, w_out.transpose(1, 2))
+        w_out = torch.stack([self.task_weight_out[i] for i in ids])  # (B, H, C): (in, out) as ChunkProjection
+        y = torch.bmm(h, w_out)
         if self.out_bias:
             y = y + torch.stack([self.task_bias_out[i] for i in ids]).unsqueeze(1)
         return y
@@ -90,7 +90,7 @@ class RecurrentGenerator(Generator):
 
     def output_layers(self) -> list[nn.Parameter]:
         if not self.growing:
-            return [p for p in self.out.parameters()]
+            return list(self.out.parameters())
         layers = list(self.task_weight_out)
         if self.out_bias:
             layers += list(self.task_bias_out)

@@ -39,23 +39,23 @@ def candidate_step(optimizer: torch.optim.Optimizer) -> dict[nn.Parameter, torch
             b1, b2 = group["betas"]
             state = optimizer.state.get(p, {})
             t = float(state["step"]) + 1.0 if "step" in state else 1.0
-            m = state["exp_avg"] * b1 + (1 - b1) * g if "exp_avg" in state else (1 - b1) * g
-            v = state["exp_avg_sq"] * b2 + (1 - b2) * g * g if "exp_avg_sq" in state else (1 - b2) * g * g
-            m_hat = m / (1 - b1**t)
-            v_hat = v / (1 - b2**t)
-            steps[p] = -lr * m_hat / (v_hat.sqrt() + group["eps"])
+            # in place on two fresh temporaries: m = lerp(m, g, 1-β1), v = β2 v + (1-β2) g², step = -lr m̂ / (√v̂ + ε)
+            m = state["exp_avg"].lerp(g, 1 - b1) if "exp_avg" in state else g * (1 - b1)
+            v = state["exp_avg_sq"] * b2 if "exp_avg_sq" in state else torch.zeros_like(g)
+            v.addcmul_(g, g, value=1 - b2).sqrt_().div_(math.sqrt(1 - b2**t)).add_(group["eps"])
+            steps[p] = m.div_(v).mul_(-lr / (1 - b1**t))
     return steps
 
 
-class _FlatGeneration(nn.Module):
-    """Adaptor so ``functional_call`` can evaluate ``hnet.generate_flat`` at shifted parameters Θ_h + ΔΘ_h."""
+class _RawGeneration(nn.Module):
+    """Adaptor so ``functional_call`` can evaluate ``hnet.generate_raw`` at shifted parameters Θ_h + ΔΘ_h."""
 
     def __init__(self, hnet: nn.Module) -> None:
         super().__init__()
         self.hnet = hnet
 
     def forward(self, task_ids: list[int]) -> torch.Tensor:
-        return self.hnet.generate_flat(task_ids)
+        return self.hnet.generate_raw(task_ids)
 
 
 class HNETRegularizer(Strategy):
@@ -65,6 +65,10 @@ class HNETRegularizer(Strategy):
     stored (detached) as one ``(T−1, N)`` tensor; each step adds :func:`~hypercl.regularizers.hnet_output_regularizer`
     of the weights generated now for all old tasks, again in ONE batched generator call. Old task embeddings are
     frozen by the learner; the new task's embedding only sees the task loss.
+
+    The penalty is evaluated on the generator's raw outputs (:meth:`~hypercl.HyperNetwork.to_raw_space`: targets
+    mapped back through the fixed init-scale map, weight ``gain²``), which is the same value without the map's and
+    the chunk padding's forward and backward passes over ``(T−1) × N`` values every step.
 
     Args:
         beta: ``β`` of eq. 2.
@@ -83,6 +87,7 @@ class HNETRegularizer(Strategy):
         self.uses_lookahead = self.lookahead
         self.old_ids: list[int] = []
         self.targets: Optional[torch.Tensor] = None  # (T-1, N)
+        self._raw: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (raw targets, raw weight), padded
 
     def config(self) -> dict:
         return {"beta": self.beta, "lookahead": self.lookahead}
@@ -91,20 +96,36 @@ class HNETRegularizer(Strategy):
     def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
         self.old_ids = [t for t in learner.learned_tasks if t != task_id]
         self.targets = learner.hnet.generate_flat(self.old_ids).detach().clone() if self.old_ids else None
+        self._raw = None
+
+    def importance(self) -> Optional[torch.Tensor]:
+        """Per-weight importance of the old tasks' weights, ``(T−1, N)``; ``None`` = uniform (eq. 2)."""
+        return None
+
+    def _raw_space(self, learner: "ContinualLearner") -> tuple[torch.Tensor, torch.Tensor]:
+        if self._raw is None:
+            self._raw = learner.hnet.to_raw_space(self.targets, self.importance())
+        return self._raw
+
+    def current_old_raw(self, learner: "ContinualLearner") -> torch.Tensor:
+        """Raw generator outputs for all old tasks now, ``(T−1, padded)``, one generator call (lookahead applied
+        if on)."""
+        hnet = learner.hnet
+        if not self.lookahead:
+            return hnet.generate_raw(self.old_ids)
+        steps = candidate_step(learner.optimizer)
+        shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
+        return functional_call(_RawGeneration(hnet), shifted, (self.old_ids,))
 
     def current_old_weights(self, learner: "ContinualLearner") -> torch.Tensor:
         """Weights generated now for all old tasks, ``(T−1, N)``, one generator call (lookahead applied if on)."""
-        hnet = learner.hnet
-        if not self.lookahead:
-            return hnet.generate_flat(self.old_ids)
-        steps = candidate_step(learner.optimizer)
-        shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
-        return functional_call(_FlatGeneration(hnet), shifted, (self.old_ids,))
+        return learner.hnet.raw_to_flat(self.current_old_raw(learner))
 
     def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
         if not self.old_ids or self.beta == 0:
             return None
-        return hnet_output_regularizer(self.current_old_weights(learner), self.targets, self.beta)
+        raw_targets, scale_sq = self._raw_space(learner)
+        return hnet_output_regularizer(self.current_old_raw(learner), raw_targets, self.beta, scale_sq)
 
     def state_dict(self) -> dict:
         return {"old_ids": list(self.old_ids), "targets": self.targets}
@@ -112,6 +133,7 @@ class HNETRegularizer(Strategy):
     def load_state_dict(self, state: dict) -> None:
         self.old_ids = list(state.get("old_ids", []))
         self.targets = state.get("targets")
+        self._raw = None
 
 
 class IWRegularizer(HNETRegularizer):
@@ -152,12 +174,14 @@ class IWRegularizer(HNETRegularizer):
         super().before_task(learner, task_id)
         self.old_fisher = torch.stack([self.fisher[t] for t in self.old_ids]) if self.old_ids else None
 
+    def importance(self) -> Optional[torch.Tensor]:
+        return self.old_fisher
+
     def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
         if not self.old_ids or self.beta == 0:
             return None
-        return importance_weighted_regularizer(
-            self.current_old_weights(learner), self.targets, self.old_fisher, self.beta
-        )
+        raw_targets, raw_fisher = self._raw_space(learner)  # FI ⊙ gain² on the raw outputs: the same eq. 3
+        return importance_weighted_regularizer(self.current_old_raw(learner), raw_targets, raw_fisher, self.beta)
 
     def after_task(self, learner: "ContinualLearner", task_id: int, data: Any) -> None:
         self.fisher[task_id] = learner.task_fisher(task_id, data, self.fisher_samples, self.fisher_batch_size)
@@ -169,3 +193,4 @@ class IWRegularizer(HNETRegularizer):
         super().load_state_dict(state)
         self.fisher = {int(k): v for k, v in state.get("fisher", {}).items()}
         self.old_fisher = torch.stack([self.fisher[t] for t in self.old_ids]) if self.old_ids else None
+        self._raw = None
