@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", type=_scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
     run.add_argument("--seed-offset", type=int, default=0)
+    run.add_argument("--parallel-seeds", action="store_true",
+                     help="train all seeds of a hypernetwork method as one vmapped ensemble (one process)")
     run.add_argument("--device", type=_device, default=torch.device("cpu"))
     run.add_argument("--out", type=Path, default=None, help="output folder (default results/<benchmark>)")
     run.add_argument("--data-root", default=None, help="data folder (else $HYPERCL_DATA, else a cache folder)")
@@ -156,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .data import DatasetIntegrityError, DatasetNotFoundError
     from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
-    from .experiments.runner import build_benchmark
+    from .experiments.runner import build_benchmark, is_hnet_method, run_seeds_parallel
     from .learner import NonFiniteLossError
     from .replay import is_replay_method, replay_method_config, run_replay_seed
 
@@ -193,12 +195,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     results = []
     bench_cache: dict[str, object] = {}
-    jobs = [(m, s) for m in args.method for s in seeds]
-    outer = tqdm(total=len(jobs), desc="runs", disable=args.no_progress, position=0)
+    # one job per (method, seed), or per method when its seeds train as one ensemble (--parallel-seeds)
+    jobs: list[tuple[str, list[int]]] = []
+    for m in args.method:
+        if args.parallel_seeds and is_hnet_method(m) and not is_replay_method(m):
+            jobs.append((m, seeds))
+        else:
+            if args.parallel_seeds:
+                print(f"hypercl: {m} is not a hypernetwork classifier; its seeds run one after another")
+            jobs += [(m, [s]) for s in seeds]
+    outer = tqdm(total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress, position=0)
     by_method: dict[str, list[dict]] = {}
     started: dict[str, float] = {}
     try:
-        for method, seed in jobs:
+        for method, job_seeds in jobs:
             replay = is_replay_method(method)
             make_cfg = replay_method_config if replay else method_config
             cfg = make_cfg(args.benchmark, method, quick=args.quick, **overrides)
@@ -206,18 +216,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             if key not in bench_cache:
                 bench_cache[key] = build_benchmark(cfg, args.data_root, args.device)
             bench = bench_cache[key]
-            outer.set_description(f"{method} seed {seed}")
+            outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
+                                  f"{','.join(map(str, job_seeds))}")
             started.setdefault(method, time.perf_counter())
             stem = f"{args.benchmark}_{method}{'_quick' if args.quick else ''}"
-            if replay:
-                run = run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
-                                      progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
-                                      resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")
+            if len(job_seeds) > 1:
+                new_runs = run_seeds_parallel(cfg, bench, job_seeds, args.scenario, device=args.device,
+                                              progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                              resume=args.resume)
+            elif replay:
+                seed = job_seeds[0]
+                new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
+                                            progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                            resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]
             else:
-                run = run_seed(cfg, bench, seed, args.scenario, device=args.device, progress=not args.no_progress,
-                               checkpoint_dir=out / "checkpoints", resume=args.resume)
-            by_method.setdefault(method, []).append(run)
-            outer.update(1)
+                new_runs = [run_seed(cfg, bench, job_seeds[0], args.scenario, device=args.device,
+                                     progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                     resume=args.resume)]
+            by_method.setdefault(method, []).extend(new_runs)
+            outer.update(len(new_runs))
             if len(by_method[method]) == len(seeds):
                 runs = by_method[method]
                 result = {
@@ -225,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "config": cfg, "summary": summarize(runs, args.scenario), "runs": runs,
                     "params": runs[0]["params"],
                     "wall_time_s": time.perf_counter() - started[method],
+                    "parallel_seeds": len(job_seeds) > 1,
                     "device": _device_name(args.device), "command": command,
                     "versions": {"hypercl": __version__, "torch": torch.__version__},
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

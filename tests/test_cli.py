@@ -92,3 +92,25 @@ def test_replay_method_through_the_cli(tmp_path, capsys):
     assert _methods("replay") == list(REPLAY_METHODS) and "dgr+distill" in REPLAY_METHODS
     assert main(["run", "--benchmark", "split_mnist", "--method", "dgr", "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_parallel_seeds_equal_sequential_seeds_through_the_cli(tmp_path, capsys):
+    args = ["run", "--benchmark", "split_mnist", "--method", "hnet,finetune", "--scenario", "cl1,cl3", "--seeds", "2",
+            *TINY]
+    assert main([*args, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*args, "--out", str(tmp_path / "par"), "--parallel-seeds"]) == 0
+    assert "finetune is not a hypernetwork classifier" in capsys.readouterr().out
+    seq = json.loads((tmp_path / "seq" / "split_mnist_hnet_quick.json").read_text())
+    par = json.loads((tmp_path / "par" / "split_mnist_hnet_quick.json").read_text())
+    assert par["parallel_seeds"] and not seq["parallel_seeds"]
+    for rs, rp in zip(seq["runs"], par["runs"]):
+        assert rs["seed"] == rp["seed"] and rp["parallel_seeds"] == 2
+        for s in ("cl1", "cl3"):
+            for a, b in zip(rs["scenarios"][s]["matrix"][-1], rp["scenarios"][s]["matrix"][-1]):
+                assert a == pytest.approx(b, abs=0.026)  # one test image of 40 either way
+    assert (tmp_path / "par" / "checkpoints" / "split_mnist_hnet_all_seed1.pt").exists()
+    # resume from the ensemble's per-seed checkpoints: nothing left to train, same numbers
+    assert main([*args, "--out", str(tmp_path / "par"), "--parallel-seeds", "--resume"]) == 0
+    again = json.loads((tmp_path / "par" / "split_mnist_hnet_quick.json").read_text())
+    assert again["runs"][1]["scenarios"]["cl3"]["matrix"] == par["runs"][1]["scenarios"]["cl3"]["matrix"]

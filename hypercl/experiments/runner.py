@@ -28,7 +28,7 @@ from ..models import mlp
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
 
-__all__ = ["build_benchmark", "build_learner", "run_seed", "summarize", "is_hnet_method"]
+__all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method"]
 
 
 def is_hnet_method(method: str) -> bool:
@@ -180,6 +180,67 @@ def run_seed(
         }
     out["wall_time_s"] = time.perf_counter() - t0
     return out
+
+
+def run_seeds_parallel(
+    cfg: dict,
+    bench: Any,
+    seeds: Sequence[int],
+    scenarios: Sequence[str] = SCENARIOS,
+    device: Any = "cpu",
+    progress: bool = False,
+    checkpoint_dir: Optional[Path] = None,
+    resume: bool = False,
+) -> list[dict]:
+    """All seeds of one hypernetwork method trained as ONE ensemble (:class:`~hypercl.ensemble.SeedEnsemble`).
+
+    Each seed's result, checkpoint file and JSON entry are those :func:`run_seed` writes (the same numbers up to
+    floating-point summation order); ``wall_time_s`` of every seed is the ensemble's wall time.
+    """
+    from ..ensemble import SeedEnsemble
+
+    if not is_hnet_method(cfg["method"]):
+        raise ValueError(f"--parallel-seeds trains hypernetworks; {cfg['method']!r} is a baseline")
+    scenarios = [check_scenario(s) for s in scenarios]
+    t0 = time.perf_counter()
+    epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
+    iterations = None if epochs is not None else int(cfg["train"]["iterations"])
+    ckpts = {seed: (Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_all_seed{seed}.pt"
+                    if checkpoint_dir is not None else None) for seed in seeds}
+    resuming = resume and all(c is not None and c.exists() for c in ckpts.values())
+
+    def make(seed: int) -> ContinualLearner:
+        if resuming:
+            return ContinualLearner.load(ckpts[seed], device=device)
+        return build_learner(cfg, bench, scenarios[0], seed, device, progress=False)
+
+    ens = SeedEnsemble.build(make, seeds)
+    done = {len(m.learned_tasks) for m in ens.members}
+    if len(done) != 1:
+        raise ValueError(f"the checkpoints in {checkpoint_dir} are at different tasks ({sorted(done)}); resume "
+                         "without --parallel-seeds, or remove them to start over")
+    for t in range(done.pop(), bench.num_tasks):
+        if epochs is not None:
+            ens.fit_task(t, bench.tasks[t], epochs=epochs, progress=progress)
+        else:
+            ens.fit_task(t, bench.tasks[t], iterations=iterations, progress=progress)
+        ens.evaluate(bench.tasks, scenarios=list(scenarios))
+        for seed, m in zip(seeds, ens.members):
+            if ckpts[seed] is not None:
+                m.save(ckpts[seed])  # atomic, per seed: the files a sequential run writes
+    wall = time.perf_counter() - t0
+    outs = []
+    for seed, m in zip(seeds, ens.members):
+        outs.append({
+            "seed": seed,
+            "scenarios": {s: m.results(s) for s in scenarios},
+            "train_log": {"all": {str(k): v for k, v in m.train_log.items()}},
+            "params": {"target": m.target.num_params, "model": m.hnet.num_params,
+                       "compression_ratio": m.hnet.num_params / m.target.num_params},
+            "wall_time_s": wall,
+            "parallel_seeds": len(seeds),
+        })
+    return outs
 
 
 def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
