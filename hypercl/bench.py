@@ -10,6 +10,7 @@ import json
 import platform
 import statistics
 import time
+import warnings
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
@@ -23,7 +24,8 @@ from .experiments.runner import build_learner
 from .learner import ContinualLearner
 from .strategies import Grow, IWRegularizer
 
-__all__ = ["interleaved_medians", "median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval", "bench_task_scaling", "main"]
+__all__ = ["interleaved_medians", "median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval",
+           "bench_task_scaling", "bench_flags", "main"]
 
 BENCH_METHODS = ("hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
 SHAPES = {  # benchmark -> (input dim, classes per task, total classes of the multi-head layout)
@@ -193,6 +195,62 @@ def bench_task_scaling(benchmark: str, max_task: int, device: torch.device, step
     return rows
 
 
+#: bench_flags variants: name -> learner attributes
+FLAG_VARIANTS = {
+    "off": {},
+    "compile": {"compile": True},
+    "bf16": {"autocast_dtype": torch.bfloat16},
+    "compile+bf16": {"compile": True, "autocast_dtype": torch.bfloat16},
+}
+
+
+def _short_error(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+def bench_flags(device: torch.device, steps: int, warmup: int, task: int = 5, benchmark: str = "split_mnist",
+                method: str = "lstm_net") -> dict:
+    """The training step with ``torch.compile`` (of the target forward, default inductor backend) off/on and bf16
+    autocast off/on, as ratios to the plain step timed round-robin in this run (LSTM_NET, Split MNIST config,
+    while learning task ``task``). A variant whose compilation fails is left out of the timing and its error string
+    recorded under ``errors`` (the learner would fall back to the eager forward)."""
+    t = task - 1
+    fns: dict[str, Callable[[], Any]] = {}
+    errors: dict[str, str] = {}
+    compile_s: dict[str, float] = {}
+    for name, flags in FLAG_VARIANTS.items():
+        learner = prepare_learner(benchmark, method, task, device)
+        for attr, value in flags.items():
+            setattr(learner, attr, value)
+        x, y = _batch(benchmark, 128, learner.heads.num_classes[t], device)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the fallback warning: recorded below instead
+                learner.train_step(t, x, y)  # the first step compiles (forward and backward graphs)
+            _sync(device)
+        except Exception as e:  # noqa: BLE001 - any failure of a variant is a result, not a crash
+            errors[name] = _short_error(f"{type(e).__name__}: {e}")
+            continue
+        if learner.compile_error is not None:
+            errors[name] = _short_error(learner.compile_error)
+            continue
+        if learner.compile:
+            compile_s[name] = time.perf_counter() - t0
+        fns[name] = (lambda lr=learner, xx=x, yy=y: lr.train_step(t, xx, yy))
+    ms = interleaved_medians(fns, steps, warmup, device) if fns else {}
+    base = ms.get("off")
+    rows = [{"variant": name, "compile": bool(FLAG_VARIANTS[name].get("compile", False)),
+             "bf16": "autocast_dtype" in FLAG_VARIANTS[name], "step_ms": v,
+             "ratio_vs_off": v / base if base else None, "first_step_s": compile_s.get(name)}
+            for name, v in ms.items()]
+    out: dict[str, Any] = {"benchmark": benchmark, "method": method, "task": task, "rows": rows, "errors": errors}
+    if device.type != "cuda":
+        out["note"] = ("bf16 autocast and torch.compile are meant for CUDA; on the CPU these ratios are a smoke test "
+                       "(bf16 matmuls need AMX/AVX512-BF16 to be fast, inductor compiles C++)")
+    return out
+
+
 def bench_hypnettorch(device: torch.device, steps: int, warmup: int, task: int = 5) -> Optional[dict]:
     """The reference library at the identical HNET Split MNIST config, if it is installed (never a dependency)."""
     try:
@@ -243,6 +301,22 @@ def _fmt_rows(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _print_flags(flags: dict) -> None:
+    if "skipped" in flags:
+        print("\nspeed flags:", json.dumps(flags))
+        return
+    print(f"\nSpeed flags: {flags['method']} training step, {flags['benchmark']} config, task {flags['task']} "
+          "(ratios measured in this run)")
+    if flags["rows"]:
+        rows = [{**r, "first_step_s": "-" if r["first_step_s"] is None else r["first_step_s"]} for r in flags["rows"]]
+        print(_fmt_rows(rows, [("variant", "variant", ""), ("step_ms", "step ms", ".2f"),
+                               ("ratio_vs_off", "× off", ".2f"), ("first_step_s", "first step s (compiles)", ".1f")]))
+    for name, err in flags["errors"].items():
+        print(f"{name}: failed, not timed: {err.splitlines()[0][:200] if err else ''}")
+    if "note" in flags:
+        print(f"note: {flags['note']}")
+
+
 def main(args: Any) -> int:
     device = torch.device(args.device)
     report_alloc = keep_freed_memory()  # also done by the CLI; here for callers of main() from Python
@@ -262,6 +336,7 @@ def main(args: Any) -> int:
         report["task_scaling"] = bench_task_scaling("split_mnist", 2, device, steps, warmup,
                                                     methods=("lstm_net", "lstm_net_grow"))
         report["hypnettorch"] = {"skipped": "not run in --quick"}
+        report["flags"] = {"skipped": "not run in --quick"}
     else:
         report["training"] = (bench_training_steps("split_mnist", 5, device, steps, warmup)
                               + bench_training_steps("permuted_mnist", 10, device, max(5, steps // 5), 2))
@@ -269,6 +344,7 @@ def main(args: Any) -> int:
                               bench_cl3_eval("permuted_mnist", 10, device, max(5, steps // 5), 2)]
         report["task_scaling"] = bench_task_scaling("split_mnist", 10, device, max(10, steps // 2), 3)
         report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
+        report["flags"] = bench_flags(device, steps, warmup)
     print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
     print("\nTraining step (ratios measured in this run)")
     print(_fmt_rows(report["training"], [("benchmark", "benchmark", ""), ("task", "task", "d"),
@@ -285,6 +361,7 @@ def main(args: Any) -> int:
     print(_fmt_rows(report["task_scaling"], [("method", "method", ""), ("task", "task", "d"),
                                              ("step_ms", "step ms", ".2f")]))
     print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
+    _print_flags(report["flags"])
     atomic_write_text(json.dumps(report, indent=1), args.out)
     print(f"\nwritten to {args.out}")
     return 0

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", type=_scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
     run.add_argument("--seed-offset", type=int, default=0)
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the target network's forward (for CUDA; eager fallback with a warning)")
+    run.add_argument("--bf16", action="store_true", help="bf16 autocast of the target's training forward (for CUDA)")
     run.add_argument("--parallel-seeds", action="store_true",
                      help="train all seeds of a hypernetwork method as one vmapped ensemble (one process)")
     run.add_argument("--device", type=_device, default=torch.device("cpu"))
@@ -154,15 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from .data import DatasetIntegrityError, DatasetNotFoundError
-    from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
-    from .experiments.runner import build_benchmark, is_hnet_method, run_seeds_parallel
-    from .learner import NonFiniteLossError
-    from .replay import is_replay_method, replay_method_config, run_replay_seed
-
+    from .distributed import init_distributed, shutdown
     from .experiments.configs import CIFAR_METHODS, CL1_ONLY
+    from .replay import is_replay_method
 
     if isinstance(args.method, _AllMethods) and args.benchmark == "split_cifar":
         args.method = list(CIFAR_METHODS)
@@ -180,8 +177,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
         print("hypercl: --resnet-depth/--resnet-widths apply to split_cifar only", file=sys.stderr)
         return 2
+    ctx = init_distributed()  # None unless launched by torchrun with more than one process
+    learner_kwargs: dict = {}
+    if ctx is not None:
+        if args.parallel_seeds or any(is_replay_method(m) for m in args.method):
+            print("hypercl: --parallel-seeds and the replay methods do not run under torchrun", file=sys.stderr)
+            shutdown()
+            return 2
+        args.device = ctx.device  # cuda:LOCAL_RANK (nccl) or cpu (gloo)
+        args.no_progress = args.no_progress or not ctx.is_main
+        learner_kwargs["distributed"] = ctx
+    if args.compile:
+        learner_kwargs["compile"] = True
+    if args.bf16:
+        learner_kwargs["autocast_dtype"] = torch.bfloat16
+    try:
+        return _run_jobs(args, ctx, learner_kwargs)
+    finally:
+        shutdown()
+
+
+def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # noqa: ANN001 - DistributedContext
+    from tqdm.auto import tqdm
+
+    from .data import DatasetIntegrityError, DatasetNotFoundError
+    from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
+    from .experiments.runner import build_benchmark, is_hnet_method, run_seeds_parallel
+    from .learner import NonFiniteLossError
+    from .replay import is_replay_method, replay_method_config, run_replay_seed
+
+    main_rank = ctx is None or ctx.is_main
     out = args.out or Path("results") / args.benchmark
-    out.mkdir(parents=True, exist_ok=True)
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
     overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
                      chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
@@ -204,7 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.parallel_seeds:
                 print(f"hypercl: {m} is not a hypernetwork classifier; its seeds run one after another")
             jobs += [(m, [s]) for s in seeds]
-    outer = tqdm(total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress, position=0)
+    outer = tqdm(total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress or not main_rank,
+                 position=0)
     by_method: dict[str, list[dict]] = {}
     started: dict[str, float] = {}
     try:
@@ -214,7 +243,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = make_cfg(args.benchmark, method, quick=args.quick, **overrides)
             key = repr(cfg["benchmark"])
             if key not in bench_cache:
+                if ctx is not None and not ctx.is_main:
+                    torch.distributed.barrier()  # rank 0 downloads / verifies the files first
                 bench_cache[key] = build_benchmark(cfg, args.data_root, args.device)
+                if ctx is not None and ctx.is_main:
+                    torch.distributed.barrier()
             bench = bench_cache[key]
             outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
                                   f"{','.join(map(str, job_seeds))}")
@@ -232,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 new_runs = [run_seed(cfg, bench, job_seeds[0], args.scenario, device=args.device,
                                      progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
-                                     resume=args.resume)]
+                                     resume=args.resume, learner_kwargs=learner_kwargs)]
             by_method.setdefault(method, []).extend(new_runs)
             outer.update(len(new_runs))
             if len(by_method[method]) == len(seeds):
@@ -243,12 +276,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "params": runs[0]["params"],
                     "wall_time_s": time.perf_counter() - started[method],
                     "parallel_seeds": len(job_seeds) > 1,
+                    "world_size": ctx.world_size if ctx is not None else 1,
+                    "flags": {"compile": bool(args.compile), "bf16": bool(args.bf16)},
                     "device": _device_name(args.device), "command": command,
                     "versions": {"hypercl": __version__, "torch": torch.__version__},
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 }
-                write_results(result, out / f"{stem}.json")
-                plot_matrices(result, out / f"{stem}.png")
+                if main_rank:
+                    write_results(result, out / f"{stem}.json")
+                    plot_matrices(result, out / f"{stem}.png")
                 results.append(result)
     except (DatasetNotFoundError, DatasetIntegrityError) as e:
         outer.close()
@@ -259,6 +295,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"hypercl: training stopped: {e}", file=sys.stderr)
         return 3
     outer.close()
+    if not main_rank:
+        return 0
     print()
     print(format_table(results, scenarios=args.scenario))
     if args.benchmark == "split_cifar" and "cl1" in args.scenario:

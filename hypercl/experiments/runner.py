@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from ..direct import DirectWeights
+from ..distributed import is_main_process
 from ..hypernetwork import HyperNetwork
 from ..independent import IndependentWeights
 from ..learner import ContinualLearner
@@ -69,13 +70,15 @@ def _train_transform(cfg: dict, bench: Any, seed: int, device: Any) -> Optional[
     return make_train_transform(cfg["augment"], bench, seed, device)
 
 
-def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, progress: bool) -> ContinualLearner:
-    """The learner (hypernetwork or plain network, with its strategy) a config describes."""
+def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, progress: bool,
+                  learner_kwargs: Optional[dict] = None) -> ContinualLearner:
+    """The learner (hypernetwork or plain network, with its strategy) a config describes. ``learner_kwargs`` go to
+    :class:`ContinualLearner` as they are (``distributed``, ``compile``, ``autocast_dtype``)."""
     torch.manual_seed(seed)
     tcfg = cfg["target"]
     train = cfg["train"]
     common = dict(optimizer=train["optimizer"], lr=train["lr"], batch_size=train["batch_size"], device=device,
-                  seed=seed, progress=progress)
+                  seed=seed, progress=progress, **(learner_kwargs or {}))
     if "eval_batch_size" in train:
         common["eval_batch_size"] = train["eval_batch_size"]
     transform = _train_transform(cfg, bench, seed, device)
@@ -129,8 +132,8 @@ def _train_sequence(
         else:
             learner.fit_task(t, bench.tasks[t], iterations=iterations)
         learner.evaluate(bench.tasks, scenarios=list(scenarios))
-        if checkpoint is not None:
-            learner.save(checkpoint)  # atomic: a crash keeps the previous task's checkpoint
+        if checkpoint is not None and is_main_process():
+            learner.save(checkpoint)  # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
         if on_task is not None:
             on_task(t)
     return learner
@@ -146,8 +149,12 @@ def run_seed(
     checkpoint_dir: Optional[Path] = None,
     resume: bool = False,
     on_task: Optional[Callable[[int], None]] = None,
+    learner_kwargs: Optional[dict] = None,
 ) -> dict:
-    """One seed of one method: returns per-scenario results, parameter counts and wall time (plain data)."""
+    """One seed of one method: returns per-scenario results, parameter counts and wall time (plain data).
+
+    ``learner_kwargs`` (``distributed``, ``compile``, ``autocast_dtype``) go to every learner, also a resumed one."""
+    learner_kwargs = dict(learner_kwargs or {})
     scenarios = [check_scenario(s) for s in scenarios]
     t0 = time.perf_counter()
     epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
@@ -163,12 +170,16 @@ def run_seed(
         if checkpoint_dir is not None:
             ckpt = Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_seed{seed}.pt"
         if resume and ckpt is not None and ckpt.exists():
-            learner = ContinualLearner.load(ckpt, device=device, progress=progress)
+            learner = ContinualLearner.load(ckpt, device=device, progress=progress,
+                                            distributed=learner_kwargs.get("distributed"))
+            for flag in ("compile", "compile_options", "autocast_dtype"):
+                if flag in learner_kwargs:
+                    setattr(learner, flag, learner_kwargs[flag])
             if cfg.get("augment"):  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
                 learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks),
                                                            device)
         else:
-            learner = build_learner(cfg, bench, scen_list[0], seed, device, progress)
+            learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
         _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs)
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
