@@ -204,6 +204,36 @@ FLAG_VARIANTS = {
 }
 
 
+def bench_parallel_seeds(device: torch.device, steps: int, warmup: int, seeds: int = 5,
+                         methods: tuple[str, ...] = ("hnet", "lstm_net_iwr", "lstm_net_grow"),
+                         benchmark: str = "split_mnist") -> list[dict]:
+    """``--parallel-seeds``: one ensemble step of ``seeds`` seeds against one seed's ordinary training step, at
+    task 2 of the benchmark's config (one old task: the regulariser is on), timed round-robin."""
+    from .ensemble import SeedEnsemble
+
+    rows = []
+    d, k, _ = SHAPES[benchmark]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(seeds, 128, d, generator=g).to(device)
+    y = torch.randint(0, k, (seeds, 128), generator=g).to(device)
+    for method in methods:
+        cfg = method_config(benchmark, method)
+        fake = _fake_bench(benchmark, 2)
+
+        def make(seed: int) -> ContinualLearner:
+            return build_learner(cfg, fake, "cl1", seed, device, False)
+
+        ens = SeedEnsemble.build(make, list(range(seeds)))
+        ens.fit_task(0, (x[0, :32].cpu(), y[0, :32].cpu()), iterations=1, num_classes=k)
+        ens.begin_task(1, k)
+        learner = prepare_learner(benchmark, method, 2, device)
+        ms = interleaved_medians({"ensemble": lambda: ens.train_step(x, y),
+                                  "one": lambda: learner.train_step(1, x[0], y[0])}, steps, warmup, device)
+        rows.append({"benchmark": benchmark, "method": method, "seeds": seeds, "ensemble_step_ms": ms["ensemble"],
+                     "one_seed_step_ms": ms["one"], "ratio": ms["ensemble"] / ms["one"]})
+    return rows
+
+
 def _short_error(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
@@ -337,6 +367,7 @@ def main(args: Any) -> int:
                                                     methods=("lstm_net", "lstm_net_grow"))
         report["hypnettorch"] = {"skipped": "not run in --quick"}
         report["flags"] = {"skipped": "not run in --quick"}
+        report["parallel_seeds"] = bench_parallel_seeds(device, steps, warmup, seeds=2, methods=("lstm_net_grow",))
     else:
         report["training"] = (bench_training_steps("split_mnist", 5, device, steps, warmup)
                               + bench_training_steps("permuted_mnist", 10, device, max(5, steps // 5), 2))
@@ -345,6 +376,7 @@ def main(args: Any) -> int:
         report["task_scaling"] = bench_task_scaling("split_mnist", 10, device, max(10, steps // 2), 3)
         report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
         report["flags"] = bench_flags(device, steps, warmup)
+        report["parallel_seeds"] = bench_parallel_seeds(device, max(5, steps // 2), 2)
     print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
     print("\nTraining step (ratios measured in this run)")
     print(_fmt_rows(report["training"], [("benchmark", "benchmark", ""), ("task", "task", "d"),
@@ -360,6 +392,10 @@ def main(args: Any) -> int:
     print("\nStep time as tasks accumulate (Split MNIST config)")
     print(_fmt_rows(report["task_scaling"], [("method", "method", ""), ("task", "task", "d"),
                                              ("step_ms", "step ms", ".2f")]))
+    print("\n--parallel-seeds: one ensemble step of S seeds vs one seed's step (target on a GPU: S = 5 in ≤ 1.5×)")
+    print(_fmt_rows(report["parallel_seeds"], [("benchmark", "benchmark", ""), ("method", "method", ""),
+                                               ("seeds", "S", "d"), ("ensemble_step_ms", "ensemble ms", ".2f"),
+                                               ("one_seed_step_ms", "one seed ms", ".2f"), ("ratio", "ratio", ".2f")]))
     print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
     _print_flags(report["flags"])
     atomic_write_text(json.dumps(report, indent=1), args.out)

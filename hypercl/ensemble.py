@@ -233,6 +233,58 @@ class SeedEnsemble:
         return vmap(fn)(current, targets, weights)  # (S,)
 
     # ------------------------------------------------------------------ training
+    def begin_task(self, task_id: int, num_classes: int) -> None:
+        """Register ``task_id`` in every seed, run the strategies' ``before_task`` hooks, stack the parameters and
+        build one optimizer over the stacked trainable tensors (what :meth:`fit_task` does before its steps)."""
+        first = self.members[0]
+        for i, m in enumerate(self.members):
+            with self.member_rng(i):
+                m._register_task(task_id, num_classes)
+                m.strategy.before_task(m, task_id)
+                m.hnet.train()
+                m.target.train()
+        self._params, self._buffers, self._trainable = self._stack()
+        kwargs = dict(first.optimizer_kwargs)
+        if first.optimizer_name in ("adam", "adamw") and not {"fused", "foreach"} & set(kwargs):
+            kwargs["fused"] = self.device.type in ("cpu", "cuda")
+        self._optimizer = OPTIMIZERS[first.optimizer_name]([self._params[n] for n in self._trainable], lr=first.lr,
+                                                           **kwargs)
+        self._task = task_id
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One step of every seed on its own batch (``x``: ``(S, B, ...)``, ``y``: ``(S, B)``); returns the seeds'
+        total losses ``(S,)`` as a detached device tensor (no host synchronisation)."""
+        params, buffers, optimizer = self._params, self._buffers, self._optimizer
+        optimizer.zero_grad(set_to_none=True)
+        task = self._task_losses(params, buffers, self._task, x, y)
+        if getattr(self.members[0].strategy, "uses_lookahead", False):
+            task.sum().backward()
+            reg = self._penalties(params, buffers, optimizer)
+            if reg is not None:
+                reg.sum().backward()
+        else:
+            reg = self._penalties(params, buffers, optimizer)
+            (task + reg if reg is not None else task).sum().backward()
+        optimizer.step()
+        return task.detach() + (reg.detach() if reg is not None else 0.0)
+
+    def end_task(self, data: Any, steps: int, final_losses: Sequence[float]) -> list[dict]:
+        """Write the stacked values back to the seeds and run their ``after_task`` hooks; returns the logs."""
+        task_id = self._task
+        self._unstack(self._params, self._optimizer, self._trainable)
+        logs = []
+        for i, m in enumerate(self.members):
+            with self.member_rng(i):
+                m.hnet.task_embeddings[task_id].requires_grad_(False)
+                m.strategy.after_task(m, task_id, data)
+            m.learned_tasks.append(task_id)
+            log = {"task": task_id, "steps": steps, "final_loss": final_losses[i],
+                   "parallel_seeds": len(self.members)}
+            m.train_log[task_id] = log
+            logs.append(log)
+        del self._params, self._buffers, self._optimizer, self._trainable
+        return logs
+
     def fit_task(self, task_id: int, data: Any, iterations: Optional[int] = None, epochs: Optional[int] = None,
                  num_classes: Optional[int] = None, progress: bool = False) -> list[dict]:
         """Learn one task in every seed (``data``: one task for all seeds, as :meth:`ContinualLearner.fit_task`
@@ -244,18 +296,7 @@ class SeedEnsemble:
         steps = int(iterations) if iterations is not None else int(epochs) * first._steps_per_epoch(data, bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
-        k = first._infer_num_classes(data, num_classes)
-        for i, m in enumerate(self.members):
-            with self.member_rng(i):
-                m._register_task(task_id, k)
-                m.strategy.before_task(m, task_id)
-                m.hnet.train()
-                m.target.train()
-        params, buffers, trainable = self._stack()
-        kwargs = dict(first.optimizer_kwargs)
-        if first.optimizer_name in ("adam", "adamw") and not {"fused", "foreach"} & set(kwargs):
-            kwargs["fused"] = self.device.type in ("cpu", "cuda")
-        optimizer = OPTIMIZERS[first.optimizer_name]([params[n] for n in trainable], lr=first.lr, **kwargs)
+        self.begin_task(task_id, first._infer_num_classes(data, num_classes))
         batches = [m._batches(data, bs) for m in self.members]
         check = first.check_every
         losses = torch.zeros(check, len(self.members), device=self.device)
@@ -265,24 +306,9 @@ class SeedEnsemble:
 
             bar = tqdm(total=steps, desc=f"task {task_id} x{len(self.members)} seeds", leave=False)
         window_mean = [float("nan")] * len(self.members)
-        lookahead = bool(getattr(first.strategy, "uses_lookahead", False))
         for it in range(steps):
             pairs = [next(b) for b in batches]
-            x = torch.stack([p[0] for p in pairs])
-            y = torch.stack([p[1] for p in pairs])
-            optimizer.zero_grad(set_to_none=True)
-            task = self._task_losses(params, buffers, task_id, x, y)
-            if lookahead:
-                task.sum().backward()
-                reg = self._penalties(params, buffers, optimizer)
-                if reg is not None:
-                    reg.sum().backward()
-            else:
-                reg = self._penalties(params, buffers, optimizer)
-                (task + reg if reg is not None else task).sum().backward()
-            optimizer.step()
-            total = task.detach() + (reg.detach() if reg is not None else 0.0)
-            losses[it % check] = total
+            losses[it % check] = self.train_step(torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
             if (it + 1) % check == 0 or it + 1 == steps:
                 window = losses[: (it % check) + 1]
                 finite = torch.isfinite(window)
@@ -302,18 +328,7 @@ class SeedEnsemble:
                     bar.set_postfix(loss=f"{sum(window_mean) / len(window_mean):.4f}")
         if bar is not None:
             bar.close()
-        self._unstack(params, optimizer, trainable)
-        logs = []
-        for i, m in enumerate(self.members):
-            with self.member_rng(i):
-                m.hnet.task_embeddings[task_id].requires_grad_(False)
-                m.strategy.after_task(m, task_id, data)
-            m.learned_tasks.append(task_id)
-            log = {"task": task_id, "steps": steps, "final_loss": window_mean[i],
-                   "parallel_seeds": len(self.members)}
-            m.train_log[task_id] = log
-            logs.append(log)
-        return logs
+        return self.end_task(data, steps, window_mean)
 
     def evaluate(self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True
                  ) -> list[dict]:
