@@ -148,14 +148,14 @@ class SeedEnsemble:
     @torch.no_grad()
     def _unstack(self, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                  trainable: list[str]) -> None:
+        state = optimizer.state_dict()
         for i, m in enumerate(self.members):
             named = dict(m.hnet.named_parameters())
             for n, p in params.items():
                 named[n].copy_(p[i])
             m.optimizer = m._make_optimizer()
-            state = optimizer.state_dict()
-            per = {k: {key: (v[i].clone() if torch.is_tensor(v) and v.dim() > 0 else v) for key, v in st.items()}
-                   for k, st in state["state"].items()}
+            per = {k: {key: (v[i] if v.dim() > 0 else v).clone() if torch.is_tensor(v) else v
+                       for key, v in st.items()} for k, st in state["state"].items()}
             m.optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
 
     # ------------------------------------------------------------------ the ensemble forward
