@@ -38,12 +38,16 @@ def candidate_step(optimizer: torch.optim.Optimizer) -> dict[nn.Parameter, torch
                 continue
             b1, b2 = group["betas"]
             state = optimizer.state.get(p, {})
-            t = float(state["step"]) + 1.0 if "step" in state else 1.0
+            # the step count stays where the optimizer keeps it (a device tensor for fused/capturable Adam): no host
+            # synchronisation per step
+            t = state["step"] + 1 if "step" in state else 1.0
+            bc1 = 1 - b1**t
+            bc2_sqrt = (1 - b2**t).sqrt() if torch.is_tensor(t) else math.sqrt(1 - b2**t)
             # in place on two fresh temporaries: m = lerp(m, g, 1-β1), v = β2 v + (1-β2) g², step = -lr m̂ / (√v̂ + ε)
             m = state["exp_avg"].lerp(g, 1 - b1) if "exp_avg" in state else g * (1 - b1)
             v = state["exp_avg_sq"] * b2 if "exp_avg_sq" in state else torch.zeros_like(g)
-            v.addcmul_(g, g, value=1 - b2).sqrt_().div_(math.sqrt(1 - b2**t)).add_(group["eps"])
-            steps[p] = m.div_(v).mul_(-lr / (1 - b1**t))
+            v.addcmul_(g, g, value=1 - b2).sqrt_().div_(bc2_sqrt).add_(group["eps"])
+            steps[p] = m.div_(v).mul_(-lr).div_(bc1)
     return steps
 
 
