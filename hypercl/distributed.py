@@ -19,10 +19,11 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 __all__ = [
     "DistributedContext",
@@ -33,6 +34,7 @@ __all__ = [
     "check_batch_size",
     "all_reduce_mean_",
     "check_same_on_all_ranks",
+    "DataParallelSteps",
 ]
 
 #: environment variables torchrun sets for every worker
@@ -219,3 +221,114 @@ def check_same_on_all_ranks(values: Sequence[float], names: Sequence[str], devic
             "the processes of this distributed run disagree on " + ", ".join(bad) + ": every rank must build the "
             "same model (same seed), the same learner (same seed and batch size) and learn the same task"
         )
+
+
+# ---------------------------------------------------------------------- the learner's data-parallel step
+class _TrainingObjective(nn.Module):
+    """One training step's loss as ONE forward (task loss on this rank's shard + the strategy's penalty), so that
+    :class:`~torch.nn.parallel.DistributedDataParallel` sees one graph per backward. Its parameters are the weight
+    source's; the learner is held without being registered as a submodule."""
+
+    def __init__(self, learner: Any) -> None:
+        super().__init__()
+        self.model = learner.hnet
+        self.__dict__["learner"] = learner
+
+    def forward(self, task_id: int, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+        return self.__dict__["learner"]._shard_objective(task_id, x, y, weight)
+
+
+class DataParallelSteps:
+    """Mixin of :class:`~hypercl.ContinualLearner`: its training step when ``distributed`` is set (see the module
+    docstring). Needs the learner's ``distributed``, ``optimizer``, ``strategy``, ``hnet``, ``seed``,
+    ``batch_size``, ``device``, ``task_buffers``, ``_ddp`` and ``_ddp_key``."""
+
+    def _distributed_step(self, task_id: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ctx = self.distributed
+        if self.train_transform is not None:  # on the global batch: the same random draws as one process
+            x = self.train_transform(x)
+        n = len(y)
+        lo, hi = ctx.shard(n)
+        # each rank's mean loss weighted by its share, so the average over the ranks is the global mean
+        weight = 1.0 if (hi - lo) * ctx.world_size == n else (hi - lo) * ctx.world_size / n
+        objective = self._distributed_objective(task_id)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._compile_config():
+            total = objective(task_id, x[lo:hi], y[lo:hi], weight)
+            total.backward()  # DistributedDataParallel averages the gradients over the ranks
+        self.optimizer.step()
+        self.strategy.after_step(self, task_id)
+        total = total.detach().clone()
+        torch.distributed.all_reduce(total)
+        return total.div_(ctx.world_size)
+
+    def _shard_objective(self, task_id: int, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
+        """This rank's task loss (weighted mean over its shard) + the penalty, as one graph (the DDP forward)."""
+        logits = self._forward(task_id, x)
+        if len(y) == 0:  # a last batch smaller than the world size: nothing here, but the same graph
+            loss = logits.sum() * 0.0
+        else:
+            loss = self.task_loss(task_id, logits, y)
+            if weight != 1.0:
+                loss = loss * weight
+        if self.strategy.uses_lookahead:
+            reg = self._lookahead_penalty(task_id, loss)
+        else:
+            reg = self.strategy.penalty(self, task_id)
+        return loss + reg if reg is not None else loss
+
+    def _lookahead_penalty(self, task_id: int, loss: torch.Tensor) -> Optional[torch.Tensor]:
+        """The penalty at ``Θ_h + ΔΘ_h`` with the candidate step of the GLOBAL task-loss gradient: this rank's
+        gradients (``autograd.grad``, outside DDP's reducer) are all-reduced and put where ``candidate_step`` reads
+        them, then removed again so that the DDP backward starts from empty gradients."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        used = [(p, g) for p, g in zip(params, grads) if g is not None]
+        all_reduce_mean_([g for _, g in used])
+        for p, g in used:
+            p.grad = g
+        try:
+            return self.strategy.penalty(self, task_id)
+        finally:
+            for p, _ in used:
+                p.grad = None
+
+    def _distributed_objective(self, task_id: int) -> nn.Module:
+        """A DistributedDataParallel wrapper of the training objective, rebuilt for every task (new optimizer): the
+        set of trainable parameters changes between tasks (old task embeddings and GROW weights get frozen).
+
+        ``static_graph=True``: within a task every step has the same graph, so DDP finds the trainable parameters
+        the step does not use (registered future task embeddings, other tasks' GROW weights) in the first step and
+        leaves their gradients ``None`` (Adam skips them, as in one process), without ``find_unused_parameters``'s
+        graph traversal every step."""
+        if self._ddp is not None and self._ddp_key == (self.optimizer, task_id):
+            return self._ddp
+        from torch.nn.parallel import DistributedDataParallel
+
+        ctx = self.distributed
+        with torch.no_grad():
+            params = list(self.hnet.parameters())
+            checksum = torch.stack([p.detach().double().sum() for p in params]).sum().item() if params else 0.0
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        check_same_on_all_ranks([self.seed, self.batch_size, task_id, trainable, checksum],
+                                ["the learner seed", "the batch size", "the task id",
+                                 "the number of trainable parameters", "the model parameters (checksum)"],
+                                self.device)
+        kwargs: dict = {"static_graph": True}
+        if self.device.type == "cuda":
+            kwargs["device_ids"] = [self.device.index if self.device.index is not None else ctx.local_rank]
+        self._ddp = DistributedDataParallel(_TrainingObjective(self), **kwargs)
+        self._ddp_key = (self.optimizer, task_id)
+        return self._ddp
+
+    def _release_distributed(self) -> None:
+        self._ddp = None
+        self._ddp_key = None
+
+    @torch.no_grad()
+    def _sync_task_buffers(self, task_id: int) -> None:
+        """Average the task's floating-point buffers (BatchNorm running statistics, computed per shard) over the
+        ranks, so every rank evaluates and saves the same state."""
+        bufs = [b for b in self.task_buffers.get(task_id, {}).values() if b.is_floating_point()]
+        if bufs:
+            all_reduce_mean_(bufs)

@@ -4,26 +4,24 @@ the CL1/CL2/CL3 scenarios, keeps the accuracy matrix, and saves/loads checkpoint
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
 from .direct import DirectWeights
-from .distributed import DistributedContext, all_reduce_mean_, check_batch_size, check_same_on_all_ranks
+from .distributed import DataParallelSteps, DistributedContext, check_batch_size
 from .hypernetwork import HyperNetwork
 from .models.registry import build_model, model_spec
 from .regularizers import diagonal_empirical_fisher, normalize_fisher
 from .scenarios import SCENARIOS, HeadLayout, check_scenario, score_batch
 from .strategies import Strategy, get_strategy
+from .target_forward import AUTOCAST_DTYPES, TargetForward, _dtype_name, _plain
 
 __all__ = ["ContinualLearner", "NonFiniteLossError", "OPTIMIZERS", "AUTOCAST_DTYPES"]
 
@@ -37,15 +35,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 #: optimizers run with their fused single-kernel implementation unless ``optimizer_kwargs`` says otherwise (on CPU
 #: fused Adam's step takes 0.6 ms against 1.7 ms for the default loop at the Split MNIST HNET config)
 FUSED_OPTIMIZERS = ("adam", "adamw")
-
-#: ``autocast_dtype`` values: a torch dtype or one of these names (checkpoints store the canonical name)
-AUTOCAST_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
 
 Model = Union[HyperNetwork, DirectWeights]
 Data = Any  # (X, Y) tensors, an object with x_train/y_train, or an iterable of (x, y) batches
@@ -84,58 +73,7 @@ def _test_pair(data: Any) -> Any:
     return data
 
 
-def _autocast_dtype(value: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        key = value.lower().replace("torch.", "")
-        if key not in AUTOCAST_DTYPES:
-            raise ValueError(f"unknown autocast dtype {value!r}; valid: {sorted(AUTOCAST_DTYPES)} or None")
-        return AUTOCAST_DTYPES[key]
-    if value in (torch.bfloat16, torch.float16):
-        return value
-    raise ValueError(f"autocast_dtype must be torch.bfloat16, torch.float16 or None, got {value!r}")
-
-
-def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
-    return None if dtype is None else str(dtype).replace("torch.", "")
-
-
-def _plain(obj: Any) -> Any:
-    """The plain-data part of ``compile_options`` (what a ``weights_only`` checkpoint can hold)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items() if _plain(v) is not _DROP}
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    return _DROP
-
-
-_DROP = object()
-
-
-def _to_float32(out: Any) -> Any:
-    if isinstance(out, torch.Tensor) and out.dtype in (torch.bfloat16, torch.float16):
-        return out.float()
-    if isinstance(out, tuple):
-        return tuple(_to_float32(o) for o in out)
-    return out
-
-
-class _TrainingObjective(nn.Module):
-    """One training step's loss as ONE forward (task loss on this rank's shard + the strategy's penalty), so that
-    :class:`~torch.nn.parallel.DistributedDataParallel` sees one graph per backward. Its parameters are the weight
-    source's; the learner is held without being registered as a submodule."""
-
-    def __init__(self, learner: "ContinualLearner") -> None:
-        super().__init__()
-        self.model = learner.hnet
-        self.__dict__["learner"] = learner
-
-    def forward(self, task_id: int, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-        return self.__dict__["learner"]._shard_objective(task_id, x, y, weight)
-
-
-class ContinualLearner:
+class ContinualLearner(TargetForward, DataParallelSteps):
     """Learn tasks one after another with a hypernetwork (or a plain network) and a continual-learning strategy.
 
     Args:
@@ -247,15 +185,6 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------ properties
     @property
-    def autocast_dtype(self) -> Optional[torch.dtype]:
-        """The dtype of the target's training forward under ``torch.autocast`` (``None``: float32)."""
-        return self._autocast_dtype
-
-    @autocast_dtype.setter
-    def autocast_dtype(self, value: Union[None, str, torch.dtype]) -> None:
-        self._autocast_dtype = _autocast_dtype(value)
-
-    @property
     def target(self):  # noqa: ANN201 - FunctionalTarget
         return self.hnet.target
 
@@ -334,64 +263,6 @@ class ContinualLearner:
         params = self.hnet(task_id)
         return self._target_forward(params, x, self.task_buffers.get(task_id))
 
-    def _target_forward(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-                        buffers: Optional[Mapping[str, torch.Tensor]] = None) -> Any:
-        """The target on ``x`` with the generated ``params``: plain, compiled (``compile``) and/or under autocast
-        (``autocast_dtype``, output cast back to float32)."""
-        if not self.compile and self.autocast_dtype is None:
-            return self.target(params, x, buffers=buffers)
-        if self.autocast_dtype is None:
-            return self._call_target(params, x, buffers)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            out = self._call_target(params, x, buffers)
-        return _to_float32(out)
-
-    def _call_target(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-                     buffers: Optional[Mapping[str, torch.Tensor]]) -> Any:
-        fn = self._compiled_target() if self.compile and self.compile_error is None else None
-        if fn is not None:
-            self.target._check_params(params, batch_dims=0)  # a clear error before tracing
-            try:
-                return fn(dict(params), x, dict(buffers) if buffers is not None else {})
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as e:  # no compiler, an unsupported op, ...: eager from now on
-                self._compile_failed(e)
-        return self.target(params, x, buffers=buffers)
-
-    def _compile_config(self) -> Any:
-        """The data-parallel lookahead backpropagates the task loss twice (``autograd.grad(..., retain_graph=True)``,
-        then the DDP backward): a compiled target must then not donate the forward's saved buffers to the backward
-        (AOT autograd reads the flag when it compiles AND when the backward runs: set around the whole step)."""
-        if self.compile and self.strategy.uses_lookahead:
-            config = getattr(getattr(torch, "_functorch", None), "config", None)
-            if config is not None and hasattr(config, "donated_buffer"):
-                return config.patch(donated_buffer=False)
-        return contextlib.nullcontext()
-
-    def _compiled_target(self) -> Optional[Callable]:
-        key = repr(sorted(self.compile_options.items()))
-        if self._compiled is not None and self._compiled[0] == key:
-            return self._compiled[1]
-        module = self.target.module
-
-        def target_call(params: dict, x: torch.Tensor, buffers: dict) -> Any:
-            return functional_call(module, {**params, **buffers}, (x,))
-
-        try:
-            fn = torch.compile(target_call, **self.compile_options)
-        except Exception as e:  # torch.compile unavailable here (platform, Python version) or bad options
-            self._compile_failed(e)
-            return None
-        self._compiled = (key, fn)
-        return fn
-
-    def _compile_failed(self, error: BaseException) -> None:
-        self.compile_error = f"{type(error).__name__}: {error}".strip()
-        first_line = self.compile_error.splitlines()[0][:500]
-        warnings.warn(f"torch.compile of the target network failed, running it eagerly: {first_line}",
-                      RuntimeWarning, stacklevel=3)
-
     def train_step(self, task_id: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch: task loss (+ the strategy's penalty), backward, step.
 
@@ -421,97 +292,6 @@ class ContinualLearner:
         self.optimizer.step()
         self.strategy.after_step(self, task_id)
         return total
-
-    # ------------------------------------------------------------------ data-parallel training (torchrun)
-    def _distributed_step(self, task_id: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        ctx = self.distributed
-        if self.train_transform is not None:  # on the global batch: the same random draws as one process
-            x = self.train_transform(x)
-        n = len(y)
-        lo, hi = ctx.shard(n)
-        # each rank's mean loss weighted by its share, so the average over the ranks is the global mean
-        weight = 1.0 if (hi - lo) * ctx.world_size == n else (hi - lo) * ctx.world_size / n
-        objective = self._distributed_objective(task_id)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._compile_config():
-            total = objective(task_id, x[lo:hi], y[lo:hi], weight)
-            total.backward()  # DistributedDataParallel averages the gradients over the ranks
-        self.optimizer.step()
-        self.strategy.after_step(self, task_id)
-        total = total.detach().clone()
-        torch.distributed.all_reduce(total)
-        return total.div_(ctx.world_size)
-
-    def _shard_objective(self, task_id: int, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
-        """This rank's task loss (weighted mean over its shard) + the penalty, as one graph (the DDP forward)."""
-        logits = self._forward(task_id, x)
-        if len(y) == 0:  # a last batch smaller than the world size: nothing here, but the same graph
-            loss = logits.sum() * 0.0
-        else:
-            loss = self.task_loss(task_id, logits, y)
-            if weight != 1.0:
-                loss = loss * weight
-        if self.strategy.uses_lookahead:
-            reg = self._lookahead_penalty(task_id, loss)
-        else:
-            reg = self.strategy.penalty(self, task_id)
-        return loss + reg if reg is not None else loss
-
-    def _lookahead_penalty(self, task_id: int, loss: torch.Tensor) -> Optional[torch.Tensor]:
-        """The penalty at ``Θ_h + ΔΘ_h`` with the candidate step of the GLOBAL task-loss gradient: this rank's
-        gradients (``autograd.grad``, outside DDP's reducer) are all-reduced and put where ``candidate_step`` reads
-        them, then removed again so that the DDP backward starts from empty gradients."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        used = [(p, g) for p, g in zip(params, grads) if g is not None]
-        all_reduce_mean_([g for _, g in used])
-        for p, g in used:
-            p.grad = g
-        try:
-            return self.strategy.penalty(self, task_id)
-        finally:
-            for p, _ in used:
-                p.grad = None
-
-    def _distributed_objective(self, task_id: int) -> nn.Module:
-        """A DistributedDataParallel wrapper of the training objective, rebuilt for every task (new optimizer): the
-        set of trainable parameters changes between tasks (old task embeddings and GROW weights get frozen).
-
-        ``static_graph=True``: within a task every step has the same graph, so DDP finds the trainable parameters
-        the step does not use (registered future task embeddings, other tasks' GROW weights) in the first step and
-        leaves their gradients ``None`` (Adam skips them, as in one process), without ``find_unused_parameters``'s
-        graph traversal every step."""
-        if self._ddp is not None and self._ddp_key == (self.optimizer, task_id):
-            return self._ddp
-        from torch.nn.parallel import DistributedDataParallel
-
-        ctx = self.distributed
-        with torch.no_grad():
-            params = list(self.hnet.parameters())
-            checksum = torch.stack([p.detach().double().sum() for p in params]).sum().item() if params else 0.0
-        trainable = sum(p.numel() for p in params if p.requires_grad)
-        check_same_on_all_ranks([self.seed, self.batch_size, task_id, trainable, checksum],
-                                ["the learner seed", "the batch size", "the task id",
-                                 "the number of trainable parameters", "the model parameters (checksum)"],
-                                self.device)
-        kwargs: dict = {"static_graph": True}
-        if self.device.type == "cuda":
-            kwargs["device_ids"] = [self.device.index if self.device.index is not None else ctx.local_rank]
-        self._ddp = DistributedDataParallel(_TrainingObjective(self), **kwargs)
-        self._ddp_key = (self.optimizer, task_id)
-        return self._ddp
-
-    def _release_distributed(self) -> None:
-        self._ddp = None
-        self._ddp_key = None
-
-    @torch.no_grad()
-    def _sync_task_buffers(self, task_id: int) -> None:
-        """Average the task's floating-point buffers (BatchNorm running statistics, computed per shard) over the
-        ranks, so every rank evaluates and saves the same state."""
-        bufs = [b for b in self.task_buffers.get(task_id, {}).values() if b.is_floating_point()]
-        if bufs:
-            all_reduce_mean_(bufs)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.hnet.parameters() if p.requires_grad]
