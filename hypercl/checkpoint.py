@@ -10,7 +10,7 @@ from typing import Any, Union
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_save", "atomic_write_text", "load_checkpoint", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "atomic_save", "atomic_write_text", "atomic_save_figure", "load_checkpoint", "FORMAT", "VERSION"]
 
 FORMAT = "hypercl-checkpoint"
 VERSION = 1
@@ -45,6 +45,16 @@ def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
 def atomic_write_text(text: str, path: Union[str, os.PathLike]) -> Path:
     """Write a text file (e.g. results JSON) atomically."""
     return _atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it (also when saving fails)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = None) -> dict:

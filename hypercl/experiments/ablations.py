@@ -250,7 +250,7 @@ def plot_ablation(result: dict, path: Path) -> Optional[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from .cifar import _save_fig
+    from ..checkpoint import atomic_save_figure
     from .report import BENCHMARK_LABELS, METHOD_LABELS
 
     scen = list(result["scenarios"])
@@ -269,7 +269,7 @@ def plot_ablation(result: dict, path: Path) -> Optional[Path]:
     what = "compression ratio (Fig. 2a)" if result["kind"] == "compression" else "β of IWR (Fig. 2b)"
     fig.suptitle(f"{bench}: accuracy vs {what}{' — quick run' if result.get('quick') else ''}", fontsize=10)
     fig.tight_layout()
-    return _save_fig(fig, Path(path))
+    return atomic_save_figure(fig, path)
 
 
 def summary_lines(result: dict) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
+from ..checkpoint import atomic_save_figure, atomic_write_text
 from ..data.augment import random_crop_flip
 
 __all__ = ["resnet_target", "TaskAugment", "make_train_transform", "SyntheticCIFAR", "cifar_speed",
@@ -277,22 +278,8 @@ def plot_speed(result: dict, path: Path) -> Optional[Path]:
     ax.set_title(f"Split CIFAR, {p['num_tasks']} tasks × {p['epochs']} epochs, batch {p['batch_size']} "
                  f"({result.get('device', '')}; {how})", fontsize=8)
     ax.legend(fontsize=7)
-    return _save_fig(fig, path)
-
-
-def _save_fig(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def write_json(obj: dict, path: Path) -> Path:
-    from ..checkpoint import atomic_write_text
-
     return atomic_write_text(json.dumps(obj, indent=1), path)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from ..checkpoint import atomic_write_text
+from ..checkpoint import atomic_save_figure, atomic_write_text
 
 __all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
            "load_results", "PAPER_TABLE3", "format_table3"]
@@ -109,12 +109,7 @@ def plot_matrices(result: dict, path: Path) -> Optional[Path]:
     label = METHOD_LABELS.get(result["method"], result["method"])
     fig.suptitle(f"{label} on {BENCHMARK_LABELS.get(result['benchmark'], result['benchmark'])} "
                  f"({result['summary'][scen[0]]['n_seeds']} seed(s))")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:

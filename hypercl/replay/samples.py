@@ -10,6 +10,8 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
+from ..checkpoint import atomic_save_figure
+
 __all__ = ["replay_images", "write_sample_grid"]
 
 
@@ -70,14 +72,4 @@ def write_sample_grid(
     for i in range(1, rows):
         ax.axhline(i * side - 0.5, color="tab:red", linewidth=0.6)
     ax.set_title(title or "replayed samples (fixed latents)", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_save_figure(fig, path, dpi=100)
