@@ -28,14 +28,14 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .generators import RecurrentGenerator
+from .generators.mlp import chunk_inputs
+from .generators.recurrent import _GATES
 from .hypernetwork import HyperNetwork
-from .learner import OPTIMIZERS, ContinualLearner, NonFiniteLossError
+from .learner import ContinualLearner, NonFiniteLossError, make_optimizer
 from .regularizers import hnet_output_regularizer, importance_weighted_regularizer
 from .strategies import Grow, HNETRegularizer, IWRegularizer, NoRegularizer, candidate_step
 
 __all__ = ["SeedEnsemble", "ensemble_recurrence"]
-
-_GATES = {"lstm": 4, "gru": 3}
 
 
 def ensemble_recurrence(pre: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor, cell: str,
@@ -177,7 +177,7 @@ class SeedEnsemble:
         emb = torch.stack([p[f"task_embeddings.{i}"] for i in task_ids], 1)  # (S, B, E)
         ce = p["generator.chunk_embeddings"]  # (S, L, Dc)
         s, b, length = emb.shape[0], emb.shape[1], ce.shape[1]
-        x = torch.cat([emb.unsqueeze(2).expand(s, b, length, -1), ce.unsqueeze(1).expand(s, b, length, -1)], -1)
+        x = vmap(chunk_inputs)(emb, ce)  # (S, B, L, E + Dc)
         if gen.growing:
             w_ih = torch.stack([p[f"generator.task_weight_ih.{i}"] for i in task_ids], 1)  # (S, B, GH, D)
             b_ih = torch.stack([p[f"generator.task_bias_ih.{i}"] for i in task_ids], 1)
@@ -223,9 +223,7 @@ class SeedEnsemble:
             steps = candidate_step(optimizer)
             params = {n: (p + steps[p]) if p in steps else p for n, p in params.items()}
         current = self.generate_raw(params, buffers, list(st.old_ids))  # (S, T-1, padded)
-        spaces = [m.strategy._raw_space(m) for m in self.members]
-        targets = torch.stack([sp[0] for sp in spaces])
-        weights = torch.stack([sp[1] for sp in spaces])
+        targets, weights = self._reg_targets
         if isinstance(st, IWRegularizer):
             fn = lambda c, t, w: importance_weighted_regularizer(c, t, w, st.beta)  # noqa: E731
         else:
@@ -244,11 +242,13 @@ class SeedEnsemble:
                 m.hnet.train()
                 m.target.train()
         self._params, self._buffers, self._trainable = self._stack()
-        kwargs = dict(first.optimizer_kwargs)
-        if first.optimizer_name in ("adam", "adamw") and not {"fused", "foreach"} & set(kwargs):
-            kwargs["fused"] = self.device.type in ("cpu", "cuda")
-        self._optimizer = OPTIMIZERS[first.optimizer_name]([self._params[n] for n in self._trainable], lr=first.lr,
-                                                           **kwargs)
+        self._optimizer = make_optimizer(first.optimizer_name, [self._params[n] for n in self._trainable], first.lr,
+                                         first.optimizer_kwargs)
+        st = first.strategy
+        self._reg_targets = None  # the seeds' eq. 2/3 targets and weights in raw space, stacked ONCE per task
+        if isinstance(st, HNETRegularizer) and st.old_ids and st.beta != 0:
+            spaces = [m.strategy._raw_space(m) for m in self.members]
+            self._reg_targets = (torch.stack([sp[0] for sp in spaces]), torch.stack([sp[1] for sp in spaces]))
         self._task = task_id
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -282,7 +282,7 @@ class SeedEnsemble:
                    "parallel_seeds": len(self.members)}
             m.train_log[task_id] = log
             logs.append(log)
-        del self._params, self._buffers, self._optimizer, self._trainable
+        del self._params, self._buffers, self._optimizer, self._trainable, self._reg_targets
         return logs
 
     def fit_task(self, task_id: int, data: Any, iterations: Optional[int] = None, epochs: Optional[int] = None,

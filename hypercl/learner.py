@@ -50,6 +50,16 @@ def register_weight_source(kind: str, cls: Callable[[nn.Module], Any]) -> None:
     WEIGHT_SOURCES[kind] = cls
 
 
+def make_optimizer(name: str, params: list[torch.Tensor], lr: float, kwargs: Optional[dict] = None
+                   ) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``params``; Adam/AdamW run fused (one kernel) unless ``kwargs`` choose
+    ``fused`` or ``foreach`` themselves, wherever every parameter is a float tensor on the CPU or CUDA."""
+    kw = dict(kwargs or {})
+    if name in FUSED_OPTIMIZERS and not {"fused", "foreach"} & set(kw):
+        kw["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    return OPTIMIZERS[name](params, lr=lr, **kw)
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the task and the iteration."""
 
@@ -297,10 +307,7 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         params = [p for p in self.hnet.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError("no trainable parameters left in the model")
-        kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer_name in FUSED_OPTIMIZERS and not {"fused", "foreach"} & set(kwargs):
-            kwargs["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
-        return OPTIMIZERS[self.optimizer_name](params, lr=self.lr, **kwargs)
+        return make_optimizer(self.optimizer_name, params, self.lr, self.optimizer_kwargs)
 
     def fit_task(
         self,

@@ -139,6 +139,12 @@ def _train_sequence(
     return learner
 
 
+def _param_counts(learner: ContinualLearner) -> dict:
+    """The results JSON's ``params``: target weights, model (hypernetwork or network) parameters, their ratio."""
+    return {"target": learner.target.num_params, "model": learner.hnet.num_params,
+            "compression_ratio": learner.hnet.num_params / learner.target.num_params}
+
+
 def run_seed(
     cfg: dict,
     bench: Any,
@@ -184,11 +190,7 @@ def run_seed(
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
         out["train_log"][tag] = {str(k): v for k, v in learner.train_log.items()}
-        out["params"] = {
-            "target": learner.target.num_params,
-            "model": learner.hnet.num_params,
-            "compression_ratio": learner.hnet.num_params / learner.target.num_params,
-        }
+        out["params"] = _param_counts(learner)
     out["wall_time_s"] = time.perf_counter() - t0
     return out
 
@@ -246,8 +248,7 @@ def run_seeds_parallel(
             "seed": seed,
             "scenarios": {s: m.results(s) for s in scenarios},
             "train_log": {"all": {str(k): v for k, v in m.train_log.items()}},
-            "params": {"target": m.target.num_params, "model": m.hnet.num_params,
-                       "compression_ratio": m.hnet.num_params / m.target.num_params},
+            "params": _param_counts(m),
             "wall_time_s": wall,
             "parallel_seeds": len(seeds),
         })
