@@ -121,10 +121,6 @@ class HNETRegularizer(Strategy):
         shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
         return functional_call(_RawGeneration(hnet), shifted, (self.old_ids,))
 
-    def current_old_weights(self, learner: "ContinualLearner") -> torch.Tensor:
-        """Weights generated now for all old tasks, ``(T−1, N)``, one generator call (lookahead applied if on)."""
-        return learner.hnet.raw_to_flat(self.current_old_raw(learner))
-
     def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
         if not self.old_ids or self.beta == 0:
             return None
