@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .batches import slice_inputs
+
 __all__ = [
     "DistributedContext",
     "init_distributed",
@@ -254,7 +256,7 @@ class DataParallelSteps:
         objective = self._distributed_objective(task_id)
         self.optimizer.zero_grad(set_to_none=True)
         with self._compile_config():
-            total = objective(task_id, x[lo:hi], y[lo:hi], weight)
+            total = objective(task_id, slice_inputs(x, lo, hi), y[lo:hi], weight)
             total.backward()  # DistributedDataParallel averages the gradients over the ranks
         self.optimizer.step()
         self.strategy.after_step(self, task_id)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .batches import stack_inputs
 from .generators import RecurrentGenerator
 from .generators.mlp import chunk_inputs
 from .generators.recurrent import _GATES
@@ -210,10 +211,12 @@ class SeedEnsemble:
         target = first.target
         flat = self._flat(self.generate_raw(params, buffers, [task_id]), buffers)[:, 0]  # (S, N)
 
-        def one(w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        def one(w: torch.Tensor, xb: Any, yb: torch.Tensor) -> torch.Tensor:
             return first.task_loss(task_id, target(target.unflatten(w), xb), yb)
 
-        return vmap(one)(flat, x, y)  # (S,)
+        # (S,); a loop over the seeds where vmap cannot run the target (recurrent layers)
+        return target.vmap(one, (0, 0, 0), flat, x, y, purpose="seeds (--parallel-seeds)",
+                           cost="one target forward per seed")
 
     def _penalties(self, params: dict, buffers: dict, optimizer: torch.optim.Optimizer) -> Optional[torch.Tensor]:
         st = self.members[0].strategy
@@ -252,7 +255,8 @@ class SeedEnsemble:
         self._task = task_id
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One step of every seed on its own batch (``x``: ``(S, B, ...)``, ``y``: ``(S, B)``); returns the seeds'
+        """One step of every seed on its own batch (``x``: ``(S, B, ...)`` — every tensor of a tuple/dict ``x`` —,
+        ``y``: ``(S, B)``); returns the seeds'
         total losses ``(S,)`` as a detached device tensor (no host synchronisation)."""
         params, buffers, optimizer = self._params, self._buffers, self._optimizer
         optimizer.zero_grad(set_to_none=True)
@@ -296,8 +300,10 @@ class SeedEnsemble:
         steps = int(iterations) if iterations is not None else int(epochs) * first._steps_per_epoch(data, bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
-        self.begin_task(task_id, first._infer_num_classes(data, num_classes))
-        batches = [m._batches(data, bs) for m in self.members]
+        k = first._infer_num_classes(data, num_classes, task_id)
+        first._source(data, task_id).check(k)
+        self.begin_task(task_id, k)
+        batches = [m._batches(data, bs, task_id=task_id) for m in self.members]
         check = first.check_every
         losses = torch.zeros(check, len(self.members), device=self.device)
         bar = None
@@ -308,7 +314,8 @@ class SeedEnsemble:
         window_mean = [float("nan")] * len(self.members)
         for it in range(steps):
             pairs = [next(b) for b in batches]
-            losses[it % check] = self.train_step(torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]))
+            losses[it % check] = self.train_step(stack_inputs([p[0] for p in pairs]),
+                                                 torch.stack([p[1] for p in pairs]))
             if (it + 1) % check == 0 or it + 1 == steps:
                 window = losses[: (it % check) + 1]
                 finite = torch.isfinite(window)
@@ -330,12 +337,12 @@ class SeedEnsemble:
             bar.close()
         return self.end_task(data, steps, window_mean)
 
-    def evaluate(self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True
-                 ) -> list[dict]:
+    def evaluate(self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
+                 temperatures: Any = None) -> list[dict]:
         """Every seed's :meth:`ContinualLearner.evaluate`, in its own RNG stream."""
         out = []
         for i, m in enumerate(self.members):
             with self.member_rng(i):
-                out.append(m.evaluate(tasks_data, scenarios, record))
+                out.append(m.evaluate(tasks_data, scenarios, record, temperatures))
         return out
 

@@ -4,22 +4,22 @@ the CL1/CL2/CL3 scenarios, keeps the accuracy matrix, and saves/loads checkpoint
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import DataError, TaskSource, task_source
 from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
 from .direct import DirectWeights
 from .distributed import DataParallelSteps, DistributedContext, check_batch_size
 from .hypernetwork import HyperNetwork
 from .models.registry import build_model, model_spec
-from .regularizers import diagonal_empirical_fisher, normalize_fisher
-from .scenarios import SCENARIOS, HeadLayout, check_scenario, score_batch
+from .fisher import task_fisher
+from .scenarios import SCENARIOS, HeadLayout, check_scenario, evaluate_task
 from .strategies import Strategy, get_strategy
 from .target_forward import AUTOCAST_DTYPES, TargetForward, _dtype_name, _plain
 
@@ -37,7 +37,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 FUSED_OPTIMIZERS = ("adam", "adamw")
 
 Model = Union[HyperNetwork, DirectWeights]
-Data = Any  # (X, Y) tensors, an object with x_train/y_train, or an iterable of (x, y) batches
+Data = Any  # (X, Y) in memory, an object with x_train/y_train, or an iterable of (x, y) batches: hypercl.batches
 
 
 #: weight sources other than the HyperNetwork that checkpoints can rebuild: ``kind -> cls(model)``; each has
@@ -62,25 +62,6 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float, kwargs: Opt
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the task and the iteration."""
-
-
-def _is_pair(data: Any) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "__getitem__") and isinstance(
-        data[1], torch.Tensor
-    )
-
-
-def _train_pair(data: Any) -> Any:
-    """``(X, Y)`` from a pair or a task object with ``x_train``/``y_train``; anything else is returned as is."""
-    if hasattr(data, "x_train") and hasattr(data, "y_train"):
-        return (data.x_train, data.y_train)
-    return data
-
-
-def _test_pair(data: Any) -> Any:
-    if hasattr(data, "x_test") and hasattr(data, "y_test"):
-        return (data.x_test, data.y_test)
-    return data
 
 
 class ContinualLearner(TargetForward, DataParallelSteps):
@@ -209,57 +190,52 @@ class ContinualLearner(TargetForward, DataParallelSteps):
                 (n, b.to(self.device)) for n, b in self.target.init_buffers().items()
             )
 
-    def _infer_num_classes(self, data: Any, num_classes: Optional[int]) -> int:
+    #: whether the ``y`` of the data are class indices (checked); a VAE's targets are its inputs
+    class_labels = True
+
+    def _source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
+        src = task_source(data, task_id, split)
+        src.labels = self.class_labels
+        return src
+
+    def _infer_num_classes(self, data: Any, num_classes: Optional[int], task_id: Any = "?") -> int:
+        """``num_classes`` if given, else the data's own count (a benchmark task's), else inferred (logged once)."""
         if num_classes is not None:
             return int(num_classes)
-        if hasattr(data, "num_classes"):
-            return int(data.num_classes)
-        pair = _train_pair(data)
-        if _is_pair(pair):
-            return int(pair[1].max().item()) + 1
-        raise ValueError("num_classes is needed when data is an iterable of batches")
+        return self._source(data, task_id).infer_num_classes()
 
     # ------------------------------------------------------------------ batches
-    def _batches(self, data: Any, batch_size: int, shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches: shuffled passes over ``(X, Y)`` by index, or passes over an iterable of batches."""
-        pair = _train_pair(data)
-        if _is_pair(pair):
-            x, y = pair
-            n = len(x)
-            if n == 0:
-                raise ValueError("the task has no training samples")
-            while True:
-                order = torch.randperm(n, generator=self.rng) if shuffle else torch.arange(n)
-                for i in range(0, n, batch_size):
-                    idx = order[i : i + batch_size]
-                    yield self._to_device(x[idx.to(getattr(x, "device", "cpu"))], y[idx.to(y.device)])
-        else:
-            while True:
-                empty = True
-                for xb, yb in pair:
-                    empty = False
-                    yield self._to_device(xb, yb)
-                if empty:
-                    raise ValueError("the data iterable yielded no batches")
-
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def _batches(self, data: Any, batch_size: int, shuffle: bool = True, task_id: Any = "?"
+                 ) -> Iterator[tuple[Any, torch.Tensor]]:
+        """Endless device batches (:meth:`hypercl.batches.TaskSource.endless`): shuffled passes over ``(X, Y)`` by
+        index, or passes over an iterable of batches, labels checked against the task's registered classes."""
+        return self._source(data, task_id).endless(batch_size, self.rng, self.device, shuffle,
+                                                   self.heads.num_classes.get(task_id))
 
     def _steps_per_epoch(self, data: Any, batch_size: int) -> int:
-        pair = _train_pair(data)
-        if _is_pair(pair):
-            return math.ceil(len(pair[0]) / batch_size)
-        try:
-            return len(pair)
-        except TypeError:
-            raise ValueError("epochs= needs data with a length; give iterations= for a plain iterable") from None
+        return self._source(data).steps_per_epoch(batch_size)
 
     # ------------------------------------------------------------------ training
     def task_loss(self, task_id: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the task's local labels over the task's output units (see :class:`HeadLayout`)."""
         start, stop = self._train_units(task_id)
+        if logits.dim() != 2 or stop > logits.shape[-1]:
+            self._bad_logits(task_id, logits, start, stop)
         shift = self.heads.offset(task_id) - start if self._uses_global_labels() else 0
         return F.cross_entropy(logits[..., start:stop], y + shift)
+
+    def _bad_logits(self, task_id: int, logits: Any, start: int, stop: int) -> None:
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise DataError(f"task {task_id}: the target's logits have shape {shape}, expected (batch, outputs): "
+                            "pick per-sample class scores with wrap(model, output=...), e.g. "
+                            "output=lambda out: out.logits[:, -1]")
+        layout = "one head over all classes (CL3)" if self._uses_global_labels() else \
+            f"output_layout={self.heads.output_layout!r}"
+        raise DataError(f"task {task_id} needs output units [{start}, {stop}) ({self.heads.num_classes[task_id]} "
+                        f"classes, {layout}), but the target has {logits.shape[-1]} outputs: give the model at "
+                        f"least {stop} outputs" + ("" if self.heads.output_layout == "shared" or not self.task_conditioned
+                                                   else ", or use output_layout='shared'"))
 
     def _uses_global_labels(self) -> bool:
         return not self.task_conditioned and self.scenario == "cl3"
@@ -319,8 +295,9 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         batch_size: Optional[int] = None,
         callback: Optional[Callable[[int, torch.Tensor], None]] = None,
     ) -> dict:
-        """Learn one task. ``data``: ``(X, Y)`` tensors (batched and shuffled here), an object with ``x_train`` /
-        ``y_train`` (a benchmark task), or an iterable of ``(x, y)`` batches (a DataLoader). Give exactly one of
+        """Learn one task. ``data``: ``(X, Y)`` in memory (batched and shuffled here by index; ``X`` a tensor, a
+        tuple or a dict of tensors), an object with ``x_train`` / ``y_train`` (a benchmark task), or an iterable of
+        ``(x, y)`` batches (a DataLoader; see :mod:`hypercl.batches`). Give exactly one of
         ``iterations`` (optimizer steps) or ``epochs`` (passes over the data). A new ``task_id`` registers the task.
         Returns the task's training log (mean loss of the last check window, steps, penalty used).
         """
@@ -329,18 +306,21 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         bs = int(batch_size or self.batch_size)
         if self.distributed is not None:
             check_batch_size(bs, self.distributed.world_size)
-        steps = int(iterations) if iterations is not None else int(epochs) * self._steps_per_epoch(data, bs)
+        source = self._source(data, task_id)
+        steps = int(iterations) if iterations is not None else int(epochs) * source.steps_per_epoch(bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
         if not isinstance(task_id, int) or task_id < 0:
             raise ValueError(f"task_id must be an int >= 0, got {task_id!r}")
-        self._register_task(task_id, self._infer_num_classes(data, num_classes))
+        k = self._infer_num_classes(source, num_classes)
+        source.check(k)
+        self._register_task(task_id, k)
         self.strategy.before_task(self, task_id)
         self.optimizer = self._make_optimizer()
         self.hnet.train()
         self.target.train()
         losses = torch.zeros(self.check_every, device=self.device)
-        batches = self._batches(data, bs)
+        batches = source.endless(bs, self.rng, self.device, True, k)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -393,72 +373,63 @@ class ContinualLearner(TargetForward, DataParallelSteps):
 
         Uses a random subset of ``num_samples`` training samples (all when ``None``), target in eval mode.
         """
-        pair = _train_pair(data)
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-        if _is_pair(pair):
-            x, y = pair
-            n = len(x) if num_samples is None else min(len(x), int(num_samples))
-            idx = torch.randperm(len(x), generator=self.rng)[:n]
-            batches = (
-                self._to_device(x[i.to(getattr(x, "device", "cpu"))], y[i.to(y.device)])
-                for i in idx.split(batch_size)
-            )
-        else:
-            batches = self._limited(pair, num_samples)
-        was_training = self.target.training
-        self.target.eval()
-        try:
-            with torch.no_grad():
-                params = self.hnet(task_id)
-            fisher = diagonal_empirical_fisher(
-                self.target,
-                params,
-                batches,
-                lambda out, yy: self.task_loss(task_id, out, yy),
-                buffers=self.task_buffers.get(task_id),
-            )
-        finally:
-            self.target.train(was_training)
-        flat = self.target.flatten(fisher)
-        return normalize_fisher(flat) if normalize else flat
-
-    def _limited(self, iterable: Iterable, num_samples: Optional[int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        seen = 0
-        for xb, yb in iterable:
-            if num_samples is not None and seen >= num_samples:
-                return
-            if num_samples is not None:
-                xb, yb = xb[: num_samples - seen], yb[: num_samples - seen]
-            seen += len(yb)
-            yield self._to_device(xb, yb)
+        batches = self._source(data, task_id).subset(num_samples, self.rng, int(batch_size), self.device)
+        with torch.no_grad():
+            params = self.hnet(task_id)
+        return task_fisher(self.target, params, batches, lambda out, yy: self.task_loss(task_id, out, yy),
+                           buffers=self.task_buffers.get(task_id), normalize=normalize)
 
     # ------------------------------------------------------------------ evaluation
-    def _task_test_sets(self, tasks_data: Any) -> dict[int, Any]:
+    def _task_test_sets(self, tasks_data: Any) -> dict[int, TaskSource]:
         if isinstance(tasks_data, Mapping):
             items = {int(k): v for k, v in tasks_data.items()}
         elif hasattr(tasks_data, "tasks"):
             items = dict(enumerate(tasks_data.tasks))
         else:
             items = dict(enumerate(tasks_data))
-        return {t: _test_pair(d) for t, d in items.items() if t in self.learned_tasks}
+        return {t: self._source(d, t, "test") for t, d in items.items() if t in self.learned_tasks}
+
+    def _row_temperatures(self, temperatures: Any, learned: list[int]) -> Optional[torch.Tensor]:
+        """``(T,)`` temperatures of the learned tasks' rows from a per-task sequence/tensor or ``{task: T}``."""
+        if temperatures is None:
+            return None
+        if isinstance(temperatures, Mapping):
+            missing = [t for t in learned if t not in temperatures]
+            if missing:
+                raise ValueError(f"temperatures has no value for the learned tasks {missing}")
+            values = [float(temperatures[t]) for t in learned]
+        else:
+            flat = torch.as_tensor(temperatures, dtype=torch.float32).reshape(-1)
+            if flat.numel() <= max(learned):
+                raise ValueError(f"temperatures has {flat.numel()} values, but tasks up to {max(learned)} are "
+                                 "learned: give one temperature per task id")
+            values = flat[learned].tolist()
+        if not all(v > 0 and v < float("inf") for v in values):
+            raise ValueError(f"temperatures must be finite and > 0, got {values}")
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def evaluate(
-        self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True
+        self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
+        temperatures: Any = None,
     ) -> dict[str, dict]:
         """Test accuracy of every LEARNED task, in each scenario (default: the learner's ``scenario``).
 
         ``tasks_data``: a benchmark (``.tasks``), a list indexed by task id, or a dict ``{task_id: data}``; each task
-        as ``(X, Y)`` (local labels) or an object with ``x_test``/``y_test``. For a hypernetwork all learned tasks'
-        weights are generated in one call and applied to each test batch in one ``vmap`` call; CL2/CL3 infer the task
-        per sample by entropy, and the task-inference accuracy is reported. With ``record`` the row is appended to
-        the accuracy matrix (as "after learning the last learned task").
+        as :meth:`fit_task` takes it: ``(X, Y)`` (local labels), an object with ``x_test``/``y_test``, or an iterable
+        of ``(x, y)`` batches (a DataLoader). For a hypernetwork all learned tasks' weights are generated in one call
+        and applied to each test batch in one ``vmap`` call (a loop over the tasks where vmap cannot run the target);
+        CL2/CL3 infer the task per sample by entropy, and the task-inference accuracy is reported.
+        ``temperatures`` (per task id: a sequence, tensor or ``{task: T}``): each candidate task's logits are divided
+        by its ``T_t`` before the softmax of the entropy and of the prediction (``None``: unchanged). With ``record``
+        the row is appended to the accuracy matrix (as "after learning the last learned task").
         """
         scen = [check_scenario(s) for s in (scenarios or [self.scenario])]
         if not self.learned_tasks:
             raise RuntimeError("no task has been learned yet")
         sets = self._task_test_sets(tasks_data)
         learned = list(self.learned_tasks)
+        temps = self._row_temperatures(temperatures, learned)
         was_training = self.target.training
         self.target.eval()
         self.hnet.eval()
@@ -469,33 +440,22 @@ class ContinualLearner(TargetForward, DataParallelSteps):
                 if self.task_buffers:
                     names = list(self.task_buffers[learned[0]])
                     bufs = {n: torch.stack([self.task_buffers[t][n] for t in learned]) for n in names}
+
+                def logits_of(xb: Any) -> torch.Tensor:
+                    return self.target.batched(stacked, xb, buffers=bufs, buffers_per_task=bufs is not None)
             else:
                 single = self.hnet(learned[-1])
+
+                def logits_of(xb: Any) -> torch.Tensor:
+                    return self.target(single, xb)
             out: dict[str, dict] = {s: {"accuracy": {}, "task_inference": {}} for s in scen}
-            mask = starts = offsets = None
-            for task, (x, y) in sets.items():
-                counts = {s: [torch.zeros((), device=self.device, dtype=torch.long) for _ in range(2)] for s in scen}
-                n = len(y)
-                for i in range(0, n, self.eval_batch_size):
-                    xb, yb = self._to_device(x[i : i + self.eval_batch_size], y[i : i + self.eval_batch_size])
-                    if self.task_conditioned:
-                        logits = self.target.batched(stacked, xb, buffers=bufs, buffers_per_task=bufs is not None)
-                    else:
-                        logits = self.target(single, xb)
-                    if mask is None:
-                        mask = self.heads.unit_mask(learned, logits.shape[-1], self.device)
-                        starts = torch.tensor([self.heads.units(t)[0] for t in learned], device=self.device)
-                        offsets = torch.tensor([self.heads.offset(t) for t in learned], device=self.device)
-                    row = learned.index(task)
-                    for s in scen:
-                        correct, hits = score_batch(logits, mask, starts, offsets, row, yb, self.task_conditioned, s)
-                        counts[s][0] += correct
-                        if hits is not None:
-                            counts[s][1] += hits
+            for task, src in sets.items():
+                k = self.heads.num_classes[task]
+                src.check(k)
+                res = evaluate_task(logits_of, src.iterate(self.device, k, self.eval_batch_size), self.heads,
+                                    learned, task, self.task_conditioned, scen, temps)
                 for s in scen:
-                    out[s]["accuracy"][task] = counts[s][0].item() / max(n, 1)
-                    has_ti = self.task_conditioned and s != "cl1"
-                    out[s]["task_inference"][task] = counts[s][1].item() / max(n, 1) if has_ti else None
+                    out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
         finally:
             self.target.train(was_training)
             self.hnet.train(was_training)

@@ -1,14 +1,16 @@
-"""The seed paper's equations as plain functions of tensors (no state): eq. 2, eq. 3 and eq. 4 (diagonal).
+"""The seed paper's equations as plain functions of tensors (no state): eq. 2 and eq. 3 here, eq. 4 (the diagonal
+Fisher) in :mod:`hypercl.fisher` (re-exported here).
 
 Each strategy in :mod:`hypercl.strategies` calls these; the tests check them against direct computations.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Optional
 
 import torch
-from torch.func import grad, vmap
+
+from .fisher import diagonal_empirical_fisher, normalize_fisher
 
 __all__ = ["squared_distance", "hnet_output_regularizer", "importance_weighted_regularizer", "diagonal_empirical_fisher", "normalize_fisher"]
 
@@ -83,48 +85,3 @@ def importance_weighted_regularizer(
     if fisher.shape != current.shape:
         raise ValueError(f"fisher has shape {tuple(fisher.shape)}, expected {tuple(current.shape)}")
     return beta / current.shape[0] * squared_distance(current, targets.detach(), fisher.detach())
-
-
-def diagonal_empirical_fisher(
-    target: Callable[..., torch.Tensor],
-    params: Mapping[str, torch.Tensor],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    buffers: Optional[Mapping[str, torch.Tensor]] = None,
-) -> dict[str, torch.Tensor]:
-    """Eq. 4, diagonal: ``FI^t = 1/N_t Σ_i (∇_{Θ^t_m} L_task(x_i, y_i))²`` w.r.t. the GENERATED target weights.
-
-    Per-sample gradients come from ``torch.func.vmap(torch.func.grad(...))`` over each batch (no loop over samples).
-    ``target`` is a :class:`~hypercl.FunctionalTarget` (called as ``target(params, x, buffers=...)``), ``params`` the
-    task's generated weights (detached here), ``loss_fn(logits, y)`` the task loss of ONE sample batch (mean).
-    Returns a dict shaped like ``params``.
-    """
-    p = {n: v.detach() for n, v in params.items()}
-    buf = dict(buffers) if buffers is not None else None
-
-    def sample_loss(pp: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = target(pp, x.unsqueeze(0), buffers=buf)
-        return loss_fn(out, y.unsqueeze(0))
-
-    per_sample_grad = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-    total = {n: torch.zeros_like(v) for n, v in p.items()}
-    count = 0
-    for x, y in batches:
-        g = per_sample_grad(p, x, y)
-        for n in total:
-            total[n] += g[n].pow(2).sum(0)
-        count += x.shape[0]
-    if count == 0:
-        raise ValueError("diagonal_empirical_fisher needs at least one sample")
-    return {n: v / count for n, v in total.items()}
-
-
-def normalize_fisher(fisher: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Scale a task's flat Fisher vector to mean 1, so eq. 3 with a uniform Fisher equals eq. 2 at the same β.
-
-    An all-zero Fisher (a task whose loss is flat) becomes all ones (falls back to eq. 2) instead of dividing by 0.
-    """
-    mean = fisher.mean()
-    if mean <= eps:
-        return torch.ones_like(fisher)
-    return fisher / mean

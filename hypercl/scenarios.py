@@ -12,11 +12,12 @@ that leaks the task identity through the batch and overstates CL3. We never do t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
-__all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch"]
+__all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch",
+           "evaluate_task"]
 
 SCENARIOS = ("cl1", "cl2", "cl3")
 OUTPUT_LAYOUTS = ("shared", "per_task")
@@ -78,17 +79,32 @@ class HeadLayout:
         return mask
 
 
-def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Entropy of the softmax over the masked units: ``logits (T, B, O)``, ``mask (T, O)`` → ``(T, B)``."""
-    masked = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
+def _scaled(logits: torch.Tensor, temperatures: Optional[torch.Tensor]) -> torch.Tensor:
+    """``logits (T, B, O)`` of row ``t`` divided by ``temperatures[t]`` (``None``: unchanged)."""
+    if temperatures is None:
+        return logits
+    temps = torch.as_tensor(temperatures, dtype=logits.dtype, device=logits.device).reshape(-1)
+    if temps.numel() != logits.shape[0]:
+        raise ValueError(f"temperatures has {temps.numel()} values, but there are {logits.shape[0]} candidate tasks: "
+                         "give one temperature per learned task")
+    return logits / temps.view(-1, *([1] * (logits.dim() - 1)))
+
+
+def masked_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
+                   ) -> torch.Tensor:
+    """Entropy of the softmax over the masked units: ``logits (T, B, O)``, ``mask (T, O)`` → ``(T, B)``; with
+    ``temperatures`` (``(T,)``) row ``t``'s logits are divided by ``T_t`` first."""
+    masked = _scaled(logits, temperatures).masked_fill(~mask.unsqueeze(1), float("-inf"))
     logp = torch.log_softmax(masked, dim=-1)
     p = logp.exp()
     return -(p * logp.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
 
 
-def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-sample task inference: the row (task) with the lowest predictive entropy, ``(T, B, O)`` → ``(B,)``."""
-    return masked_entropy(logits, mask).argmin(dim=0)
+def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
+                          ) -> torch.Tensor:
+    """Per-sample task inference: the row (task) with the lowest predictive entropy, ``(T, B, O)`` → ``(B,)``
+    (each row's logits divided by its temperature first, when ``temperatures`` is given)."""
+    return masked_entropy(logits, mask, temperatures).argmin(dim=0)
 
 
 def score_batch(
@@ -100,6 +116,7 @@ def score_batch(
     y: torch.Tensor,
     task_conditioned: bool,
     scenario: str,
+    temperatures: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Correct predictions (count) and task-inference hits (count or ``None``) of one test batch of ONE task.
 
@@ -108,12 +125,15 @@ def score_batch(
     batch's real task (used for CL1 only, where the task identity is given).
     For one shared weight set ``logits`` is ``(B, O)`` and the scenario picks the units: CL1 the task's own units,
     CL2 the shared units of the task, CL3 all units of the learned classes (global labels).
+    ``temperatures`` (``(T,)``, task-conditioned CL2/CL3 only): row ``t``'s logits divided by ``T_t`` before the
+    softmax of the entropy and of the prediction (``None``: unchanged).
     """
     check_scenario(scenario)
     if task_conditioned:
         if scenario == "cl1":
             row = logits[true_row].masked_fill(~mask[true_row], float("-inf"))
             return (row.argmax(-1) - starts[true_row] == y).sum(), None
+        logits = _scaled(logits, temperatures)
         rows = infer_task_by_entropy(logits, mask)  # (B,)
         picked = logits[rows, torch.arange(y.shape[0], device=y.device)]  # (B, O)
         local = picked.masked_fill(~mask[rows], float("-inf")).argmax(-1) - starts[rows]
@@ -129,3 +149,46 @@ def score_batch(
         return (pred == offsets[true_row] + y).sum(), None
     row = logits.masked_fill(~mask[true_row], float("-inf"))
     return (row.argmax(-1) - starts[true_row] == y).sum(), None
+
+
+def evaluate_task(
+    logits_of: Callable[[Any], torch.Tensor],
+    batches: Iterable[tuple[Any, torch.Tensor]],
+    heads: HeadLayout,
+    learned: Sequence[int],
+    task: int,
+    task_conditioned: bool,
+    scenarios: Sequence[str],
+    temperatures: Optional[torch.Tensor] = None,
+) -> dict[str, tuple[float, Optional[float]]]:
+    """``{scenario: (accuracy, task-inference accuracy or None)}`` of ONE task's test batches.
+
+    ``logits_of(x)`` gives ``(T, B, O)`` logits of every learned task's weights (task-conditioned) or ``(B, O)``
+    of one shared weight set; counts stay on the device, one host synchronisation per task and scenario.
+    """
+    learned = list(learned)
+    row = learned.index(task)
+    counts: Optional[dict] = None
+    mask = starts = offsets = None
+    n = 0
+    for xb, yb in batches:
+        logits = logits_of(xb)
+        if mask is None:
+            dev = logits.device
+            mask = heads.unit_mask(learned, logits.shape[-1], dev)
+            starts = torch.tensor([heads.units(t)[0] for t in learned], device=dev)
+            offsets = torch.tensor([heads.offset(t) for t in learned], device=dev)
+            counts = {s: [torch.zeros((), device=dev, dtype=torch.long) for _ in range(2)] for s in scenarios}
+        for s in scenarios:
+            correct, hits = score_batch(logits, mask, starts, offsets, row, yb, task_conditioned, s, temperatures)
+            counts[s][0] += correct
+            if hits is not None:
+                counts[s][1] += hits
+        n += len(yb)
+    if n == 0 or counts is None:
+        raise ValueError(f"task {task} has no test samples: give evaluate() at least one (x, y) per learned task")
+    out = {}
+    for s in scenarios:
+        has_ti = task_conditioned and s != "cl1"
+        out[s] = (counts[s][0].item() / n, counts[s][1].item() / n if has_ti else None)
+    return out

@@ -12,7 +12,6 @@ import warnings
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
-from torch.func import functional_call
 
 __all__ = ["TargetForward", "AUTOCAST_DTYPES"]
 
@@ -79,7 +78,7 @@ class TargetForward:
     def autocast_dtype(self, value: Union[None, str, torch.dtype]) -> None:
         self._autocast_dtype = _autocast_dtype(value)
 
-    def _target_forward(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+    def _target_forward(self, params: Mapping[str, torch.Tensor], x: Any,
                         buffers: Optional[Mapping[str, torch.Tensor]] = None) -> Any:
         """The target on ``x`` with the generated ``params``: plain, compiled (``compile``) and/or under autocast
         (``autocast_dtype``, output cast back to float32)."""
@@ -91,7 +90,7 @@ class TargetForward:
             out = self._call_target(params, x, buffers)
         return _to_float32(out)
 
-    def _call_target(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+    def _call_target(self, params: Mapping[str, torch.Tensor], x: Any,
                      buffers: Optional[Mapping[str, torch.Tensor]]) -> Any:
         fn = self._compiled_target() if self.compile and self.compile_error is None else None
         if fn is not None:
@@ -118,10 +117,10 @@ class TargetForward:
         key = repr(sorted(self.compile_options.items()))
         if self._compiled is not None and self._compiled[0] == key:
             return self._compiled[1]
-        module = self.target.module
+        target = self.target
 
-        def target_call(params: dict, x: torch.Tensor, buffers: dict) -> Any:
-            return functional_call(module, {**params, **buffers}, (x,))
+        def target_call(params: dict, x: Any, buffers: dict) -> Any:
+            return target.apply({**params, **buffers}, x)  # positional / keyword inputs, the logits picked
 
         try:
             fn = torch.compile(target_call, **self.compile_options)

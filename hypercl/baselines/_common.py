@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import torch
 
-from ..learner import _is_pair, _train_pair
+from ..batches import inputs_to, slice_inputs, split_batch, task_source
 from ..strategies.base import Strategy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,25 +54,26 @@ def _predict(learner: "ContinualLearner", task_id: int, x: torch.Tensor) -> torc
 
 def _predicted_label_data(learner: "ContinualLearner", task_id: int, data: Any) -> Any:
     """``data`` with its labels replaced by the model's predictions (eval mode, no gradients)."""
-    pair = _train_pair(data)
+    src = task_source(data, task_id)
     was_training = learner.target.training
 
     @torch.no_grad()
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: Any) -> torch.Tensor:
         learner.target.eval()
         try:
-            return _predict(learner, task_id, x.to(learner.device))
+            return _predict(learner, task_id, inputs_to(x, learner.device))
         finally:
             learner.target.train(was_training)
 
-    if _is_pair(pair):
-        x, _ = pair
+    if src.in_memory:
+        x, y_true = src.pair
         step = learner.eval_batch_size
-        y = torch.cat([predict(x[i : i + step]) for i in range(0, len(x), step)])
-        return (x, y.to(pair[1].device))
+        y = torch.cat([predict(slice_inputs(x, i, i + step)) for i in range(0, len(y_true), step)])
+        return (x, y.to(y_true.device))
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for xb, _ in pair:
+    def batches() -> Iterator[tuple[Any, torch.Tensor]]:
+        for batch in src.batches:
+            xb, _ = split_batch(batch, task_id)
             yield xb, predict(xb)
 
     return batches()

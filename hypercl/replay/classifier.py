@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..batches import batch_len, inputs_to
 from ..learner import ContinualLearner
 from .losses import hard_labels, masked_distillation_loss, masked_hard_label_loss
 
@@ -175,16 +176,16 @@ class ReplayClassifier(ContinualLearner):
         if self.source == "current":
             if x is None:
                 raise ValueError("source='current' replays the current batch: pass x")
-            inputs = x
+            inputs = x  # a tensor, tuple or dict of tensors (hypercl.batches)
         elif self._sampler.conditional:
             task_ids = list(self._sampler.task_ids)
             per_task = math.ceil(self.replay_batch_size / len(task_ids))
             inputs, owner = self._sampler.sample(per_task, self.rng)
         else:
             inputs, _ = self._sampler.sample(self.replay_batch_size, self.rng)
-        inputs = inputs.to(self.device)
+        inputs = inputs_to(inputs, self.device)
         teacher = self.target(self._teacher, inputs)
-        index, s_mask, t_mask = self._masks(task_id, owner, task_ids, len(inputs), teacher.shape[-1])
+        index, s_mask, t_mask = self._masks(task_id, owner, task_ids, batch_len(inputs), teacher.shape[-1])
         return ReplayBatch(inputs, owner, teacher, index, s_mask, t_mask)
 
     def replay_loss(self, student_logits: torch.Tensor, batch: ReplayBatch) -> torch.Tensor:
@@ -205,6 +206,9 @@ class ReplayClassifier(ContinualLearner):
             logits = self.target(params, x)
             self._pending = (logits, batch)
             return logits
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"generative replay decodes tensors, so the current batch must be one tensor too, got a "
+                            f"{type(x).__name__}: use source='current' (LwF) for tuple/dict inputs")
         both = self.target(params, torch.cat([x, batch.inputs]))  # one forward for current + replayed inputs
         self._pending = (both[len(x):], batch)
         return both[: len(x)]

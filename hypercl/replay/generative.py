@@ -29,8 +29,8 @@ from torch import nn
 
 from ..learner import OPTIMIZERS, ContinualLearner, NonFiniteLossError
 from ..models.vae import VAE, vae_loss
-from ..regularizers import diagonal_empirical_fisher, normalize_fisher
-from ..target import FunctionalTarget, wrap
+from ..fisher import diagonal_empirical_fisher, normalize_fisher
+from ..target import FunctionalTarget, whole_output, wrap
 
 __all__ = [
     "SelfPairs", "VAELearner", "PlainReplay", "GeneratedSampler", "PlainSampler", "decoder_only",
@@ -52,7 +52,7 @@ def wrap_vae_decoder(vae: VAE) -> FunctionalTarget:
     """
     if not isinstance(vae, VAE):
         raise TypeError(f"expected a hypercl.models.VAE, got {type(vae).__name__}")
-    return wrap(vae, include=decoder_only)
+    return wrap(vae, include=decoder_only, output=whole_output)
 
 
 def _index(x: Any, idx: torch.Tensor) -> torch.Tensor:
@@ -155,6 +155,7 @@ class VAELearner(ContinualLearner):
     """
 
     kind = "hnet"
+    class_labels = False  # the "labels" of a VAE's data are its inputs
 
     def __init__(self, hnet: nn.Module, *args: Any, **kwargs: Any) -> None:
         super().__init__(hnet, *args, **kwargs)
