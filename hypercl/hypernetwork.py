@@ -19,12 +19,44 @@ from .chunking import ChunkPlan
 from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenerator, MLPGenerator
 from .target import FunctionalTarget, wrap
 
-__all__ = ["HyperNetwork", "GENERATORS", "default_chunk_size", "init_scale_map"]
+__all__ = ["HyperNetwork", "GENERATORS", "INIT_SCHEMES", "default_chunk_size", "init_scale_map", "von_oswald_init_"]
 
 GENERATORS = {"lstm": LSTMGenerator, "gru": GRUGenerator, "mlp": MLPGenerator, "chunked_mlp": ChunkedMLPGenerator}
 DEFAULT_HIDDEN = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10)}
 
 TaskIds = Union[int, Sequence[int], torch.Tensor]
+
+#: ``"target_scale"``: backend defaults (``nn.Linear``-like) + the target's init-scale map (:func:`init_scale_map`);
+#: ``"von_oswald"``: von Oswald et al. 2020's own scheme (:func:`von_oswald_init_`), weights emitted unscaled.
+INIT_SCHEMES = ("target_scale", "von_oswald")
+
+#: std of the task and chunk embeddings under ``init="von_oswald"``: ``--std_normal_temb`` and ``--std_normal_emb``
+#: default to 1.0 in the original's ``utils/cli_args.py`` (lines 437 and 440, github.com/chrhenning/hypercl at
+#: e32567889f772f8de783a437ff0beb2d426bc7b6), added to the MNIST scripts by ``mnist/replay/train_args_replay.py:67``
+#: and not overridden by ``mnist/train_args_default.py``.
+VON_OSWALD_EMB_STD = 1.0
+
+
+@torch.no_grad()
+def von_oswald_init_(named_params: Any, emb_std: float = VON_OSWALD_EMB_STD) -> None:
+    """von Oswald et al.'s hypernetwork initialisation, in place, on ``(name, parameter)`` pairs.
+
+    The original (``mnist/train_utils.py`` lines 255-269 of github.com/chrhenning/hypercl at e325678): every weight
+    matrix (``ndim > 1``) gets ``xavier_uniform_``, every bias (``ndim == 1``) zero, then the task embeddings and the
+    chunk embeddings are redrawn from ``N(0, std)`` (default std 1, :data:`VON_OSWALD_EMB_STD`). A parameter whose
+    name contains ``"embedding"`` is treated as an embedding. ``xavier_uniform_``'s bound
+    ``sqrt(6 / (fan_in + fan_out))`` is symmetric in the two fans, so the ``(in, out)`` storage of
+    :class:`~hypercl.generators.base.ChunkProjection` gets the same bound as ``nn.Linear``'s ``(out, in)``.
+    For the LSTM/GRU generators (no public code) the same rule is our transfer of the scheme: each of
+    ``weight_ih``/``weight_hh`` (all gates stacked) is one xavier matrix, all biases zero.
+    """
+    for name, p in named_params:
+        if "embedding" in name:
+            nn.init.normal_(p, mean=0.0, std=emb_std)
+        elif p.ndim == 1:
+            nn.init.zeros_(p)
+        else:
+            nn.init.xavier_uniform_(p)
 
 
 def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
@@ -122,7 +154,11 @@ class HyperNetwork(nn.Module):
         task_emb_dim, chunk_emb_dim: sizes of ``e_t`` and ``c_j``.
         hidden_size: recurrent hidden size (int, default 64) or MLP hidden layers (tuple, default ``(10, 10)``).
         num_tasks: register this many tasks up front (more with :meth:`add_task`).
-        init_scaling: calibrate the generated weights to the target's own init scale (see :func:`init_scale_map`).
+        init_scaling: calibrate the generated weights to the target's own init scale (see :func:`init_scale_map`);
+            used by ``init="target_scale"`` only.
+        init: ``"target_scale"`` (default: backend defaults + the target's init-scale map) or ``"von_oswald"``
+            (von Oswald et al. 2020's scheme, :func:`von_oswald_init_`: xavier weights, zero biases, ``N(0, 1)``
+            embeddings, generated weights = raw generator outputs, no rescaling).
         **generator_kwargs: passed to the backend (``activation`` for MLPs, ``num_layers``/``out_bias`` for RNNs).
 
     ``hnet.config`` holds these arguments as plain data (``None`` for a Generator instance), so a checkpoint can
@@ -143,9 +179,13 @@ class HyperNetwork(nn.Module):
         hidden_size: Any = None,
         num_tasks: Optional[int] = None,
         init_scaling: bool = True,
+        init: str = "target_scale",
         **generator_kwargs: Any,
     ) -> None:
         super().__init__()
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {init!r}; valid: {list(INIT_SCHEMES)}")
+        self.init = init
         self._target = wrap(target)
         n = self._target.num_params
         self.task_emb_dim = int(task_emb_dim)
@@ -179,6 +219,7 @@ class HyperNetwork(nn.Module):
                 "chunk_emb_dim": self.chunk_emb_dim,
                 "hidden_size": hidden if isinstance(hidden, int) else [int(h) for h in hidden],
                 "init_scaling": bool(init_scaling),
+                "init": init,
                 **generator_kwargs,
             }
         else:
@@ -186,9 +227,12 @@ class HyperNetwork(nn.Module):
         self.plan = self.generator.plan
         self.task_embeddings = nn.ParameterList()
         offset, gain, ref = init_scale_map(self._target)
+        if init == "von_oswald":  # the original emits the generator's outputs as the weights: Θ = raw
+            offset, gain = torch.zeros_like(offset), torch.ones_like(gain)
+            von_oswald_init_(self.generator.named_parameters())
         self.register_buffer("weight_offset", offset)
         self.register_buffer("weight_gain", gain)
-        self.init_scaling = bool(init_scaling)
+        self.init_scaling = bool(init_scaling) and init == "target_scale"
         for _ in range(int(num_tasks or 0)):
             self.add_task()
         if self.init_scaling:
@@ -205,7 +249,8 @@ class HyperNetwork(nn.Module):
         return len(self.task_embeddings)
 
     def add_task(self) -> int:
-        """Register a new task (a fresh ``N(0, 1)`` embedding; GROW weights if growth is on); returns its id."""
+        """Register a new task (a fresh ``N(0, 1)`` embedding, under either init; GROW weights if growth is on);
+        returns its id."""
         ref = self.weight_gain
         self.task_embeddings.append(nn.Parameter(torch.randn(self.task_emb_dim, device=ref.device)))
         task_id = self.num_tasks - 1
