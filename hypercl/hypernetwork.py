@@ -230,6 +230,7 @@ class HyperNetwork(nn.Module):
         if init == "von_oswald":  # the original emits the generator's outputs as the weights: Θ = raw
             offset, gain = torch.zeros_like(offset), torch.ones_like(gain)
             von_oswald_init_(self.generator.named_parameters())
+        self.generator.init_scheme = init  # GROW's fresh per-task weights follow the same scheme
         self.register_buffer("weight_offset", offset)
         self.register_buffer("weight_gain", gain)
         self.init_scaling = bool(init_scaling) and init == "target_scale"

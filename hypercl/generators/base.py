@@ -85,6 +85,8 @@ class Generator(nn.Module):
         """Multiply the output layer's weights and bias by ``factor`` (so raw outputs scale by ``factor``)."""
         for p in self.output_layers():
             p.mul_(factor)
+        #: the product of all rescalings so far (GROW's fresh per-task output layers are drawn at this scale)
+        self.output_scale = getattr(self, "output_scale", 1.0) * float(factor)
 
     def on_add_task(self, task_id: int) -> None:
         """Called by the hypernetwork when a task is registered (GROW creates its per-task weights here)."""

@@ -14,6 +14,7 @@ is exact in floating point, so this computes exactly the gates of section 3.3.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -26,6 +27,8 @@ from .mlp import chunk_inputs
 __all__ = ["RecurrentGenerator", "LSTMGenerator", "GRUGenerator"]
 
 _GATES = {"lstm": 4, "gru": 3}
+#: how GROW starts a new task's ``w^t``, ``W^t``: a copy of the previous task's, or a fresh draw of the initial ones
+NEW_TASK_WEIGHTS = ("copy", "fresh")
 
 
 class RecurrentGenerator(Generator):
@@ -97,12 +100,18 @@ class RecurrentGenerator(Generator):
         return layers
 
     # ------------------------------------------------------------------ GROW (section 3.3)
-    def enable_growth(self, num_tasks: int) -> None:
+    def enable_growth(self, num_tasks: int, new_task_weights: Optional[str] = None) -> None:
         """Switch to GROW: shared hidden weights ``u``, per-task input weights ``w^t`` and output layer ``W^t``.
 
-        Every already registered task gets a copy of the current input and output weights; a task registered
-        later starts from a copy of the most recent task's weights (forward transfer; the paper is silent on it).
+        Every already registered task gets a copy of the current input and output weights. A task registered
+        later starts, with ``new_task_weights="copy"``, from a copy of the most recent task's weights (forward
+        transfer), with ``"fresh"`` from a new draw of the first task's initial distribution (:meth:`fresh_task_weights`).
+        The paper (section 3.3) says only that ``w^t`` and ``W^t`` are task-specific; it does not say how they start.
         """
+        if new_task_weights is not None:  # None keeps the choice made before (a checkpoint restore passes None)
+            if new_task_weights not in NEW_TASK_WEIGHTS:
+                raise ValueError(f"unknown new_task_weights {new_task_weights!r}; valid: {list(NEW_TASK_WEIGHTS)}")
+            self.new_task_weights = new_task_weights
         if self.growing:
             return
         if self.num_layers != 1:
@@ -132,7 +141,9 @@ class RecurrentGenerator(Generator):
             return
         if len(self.task_weight_ih) != task_id:
             raise RuntimeError(f"GROW weights exist for {len(self.task_weight_ih)} tasks, cannot add task {task_id}")
-        if len(self.task_weight_ih):
+        if len(self.task_weight_ih) and getattr(self, "new_task_weights", "copy") == "fresh":
+            src = self.fresh_task_weights()
+        elif len(self.task_weight_ih):
             src = [self.task_weight_ih[-1], self.task_bias_ih[-1], self.task_weight_out[-1]]
             if self.out_bias:
                 src.append(self.task_bias_out[-1])
@@ -145,6 +156,32 @@ class RecurrentGenerator(Generator):
         if self.out_bias:
             self.task_bias_out.append(nn.Parameter(src[3].detach().clone()))
         self._template = None
+
+    @torch.no_grad()
+    def fresh_task_weights(self) -> list[torch.Tensor]:
+        """A new draw of ``w^t`` (weights, bias), ``W^t`` (and its bias) from the first task's initial distribution.
+
+        ``init_scheme == "von_oswald"`` (set by :class:`~hypercl.HyperNetwork`): xavier-uniform matrices, zero biases
+        (:func:`~hypercl.hypernetwork.von_oswald_init_`); otherwise the backend default, ``U(±1/√H)`` as
+        ``nn.LSTM``/``nn.GRU`` and :class:`ChunkProjection` draw them, the output layer times the hypernetwork's
+        init-scale calibration (:attr:`output_scale`).
+        """
+        ref = self.task_weight_ih[0]
+        shapes = [self.task_weight_ih[0].shape, self.task_bias_ih[0].shape, self.task_weight_out[0].shape]
+        if self.out_bias:
+            shapes.append(self.task_bias_out[0].shape)
+        out = [torch.empty(s, device=ref.device, dtype=ref.dtype) for s in shapes]
+        if getattr(self, "init_scheme", "target_scale") == "von_oswald":
+            for t in out:
+                nn.init.zeros_(t) if t.ndim == 1 else nn.init.xavier_uniform_(t)
+            return out
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        scale = getattr(self, "output_scale", 1.0)
+        for i, t in enumerate(out):
+            t.uniform_(-bound, bound)
+            if i >= 2:  # the output layer W^t (and its bias)
+                t.mul_(scale)
+        return out
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters GROW shares across tasks (frozen after the first task): ``u``, its bias, chunk embeddings."""

@@ -25,6 +25,15 @@ class Grow(Strategy):
     name = "grow"
     needs_hypernetwork = True
 
+    def __init__(self, new_task_weights: str = "copy") -> None:
+        """``new_task_weights``: ``"copy"`` (a new task's ``w^t``, ``W^t`` start as the previous task's) or
+        ``"fresh"`` (a new draw of the first task's initial distribution); the paper does not say which."""
+        from ..generators.recurrent import NEW_TASK_WEIGHTS
+
+        if new_task_weights not in NEW_TASK_WEIGHTS:
+            raise ValueError(f"unknown new_task_weights {new_task_weights!r}; valid: {list(NEW_TASK_WEIGHTS)}")
+        self.new_task_weights = new_task_weights
+
     def attach(self, learner: "ContinualLearner") -> None:
         super().attach(learner)
         if not getattr(learner.hnet.generator, "supports_growth", False):
@@ -32,11 +41,15 @@ class Grow(Strategy):
                 f"strategy 'grow' needs a recurrent generator (generator='lstm' or 'gru'), got "
                 f"{type(learner.hnet.generator).__name__}"
             )
+        learner.hnet.generator.new_task_weights = self.new_task_weights
+
+    def config(self) -> dict:
+        return {"new_task_weights": self.new_task_weights}
 
     def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
         gen = learner.hnet.generator
         if not gen.growing:
-            gen.enable_growth(learner.hnet.num_tasks)
+            gen.enable_growth(learner.hnet.num_tasks, new_task_weights=self.new_task_weights)
 
     def after_task(self, learner: "ContinualLearner", task_id: int, data: Any) -> None:
         gen = learner.hnet.generator
