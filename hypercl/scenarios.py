@@ -5,8 +5,9 @@ Labels handed to the learner are LOCAL (``0..k_t-1`` within task ``t``); the glo
 
 Task inference is PER SAMPLE: every learned task's weights classify the sample (one ``vmap`` call over tasks), the
 task whose output distribution has the lowest entropy is picked for that sample, and its weights give the class.
-(The reference code of von Oswald et al. picks one task per test *batch*, all of whose samples come from one task;
-that leaks the task identity through the batch and overstates CL3. We never do that.)
+This is also what von Oswald et al.'s code does with ``--infer_with_entropy``: test batch size 1 ("for every x we
+have to do that", ``mnist/train_splitMNIST.py`` lines 180-187 of github.com/chrhenning/hypercl at e325678), the
+entropy of each candidate task's softmax over its own output units, argmin over the candidates (lines 274-294).
 """
 
 from __future__ import annotations
