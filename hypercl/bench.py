@@ -23,9 +23,10 @@ from .experiments.configs import method_config
 from .experiments.runner import build_learner
 from .learner import ContinualLearner
 from .strategies import Grow, IWRegularizer
+from .target import wrap
 
 __all__ = ["interleaved_medians", "median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval",
-           "bench_task_scaling", "bench_flags", "main"]
+           "bench_task_scaling", "bench_flags", "bench_recurrent_target", "main"]
 
 BENCH_METHODS = ("hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
 SHAPES = {  # benchmark -> (input dim, classes per task, total classes of the multi-head layout)
@@ -234,6 +235,58 @@ def bench_parallel_seeds(device: torch.device, steps: int, warmup: int, seeds: i
     return rows
 
 
+class _RecurrentClassifier(torch.nn.Module):
+    """The recurrent target of :func:`bench_recurrent_target`: an LSTM over a sequence, a linear head."""
+
+    def __init__(self, d: int = 28, hidden: int = 64, classes: int = 10) -> None:
+        super().__init__()
+        self.rnn = torch.nn.LSTM(d, hidden, batch_first=True)
+        self.out = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+def bench_recurrent_target(device: torch.device, steps: int, warmup: int, tasks: int = 5, batch: int = 256,
+                           fisher_batch: int = 64) -> dict:
+    """The vmap fallback of a recurrent target (an LSTM over 28 steps of 28 features, MNIST rows as a sequence):
+    ``target.batched`` over ``tasks`` weight sets (``aten::lstm`` has no batching rule: a loop over the weight sets)
+    against ONE weight set's forward, and the per-sample gradients of eq. 4 on ``fisher_batch`` samples as the
+    fallback's loop over samples against ``vmap(grad)`` (which runs for ``nn.LSTM`` through torch's own slow
+    per-op fallback)."""
+    from .fisher import diagonal_empirical_fisher
+
+    torch.manual_seed(0)
+    target = wrap(_RecurrentClassifier()).to(device).eval()
+    stacked = {n: torch.randn(tasks, *s, device=device) * 0.1 for n, s in target.param_shapes.items()}
+    one = {n: v[0] for n, v in stacked.items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    xf, yf = x[:fisher_batch], y[:fisher_batch]
+    key = ("per-sample gradients (Fisher, eq. 4)", False)
+
+    def fisher(vmapped: bool) -> Callable[[], None]:
+        def run() -> None:
+            target.vmap_ok[key] = vmapped
+            diagonal_empirical_fisher(target, one, [(xf, yf)], F.cross_entropy)
+        return run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            target.batched(stacked, x)  # detects the missing batching rule once
+        ms = interleaved_medians({"batched": lambda: target.batched(stacked, x), "one": lambda: target(one, x),
+                                  "fisher_loop": fisher(False), "fisher_vmap": fisher(True)},
+                                 steps, warmup, device)
+    return {"tasks": tasks, "batch": batch, "fallback": target.vmap_fallback_reason.get(
+                ("weight sets (target.batched)", False)),
+            "batched_fallback_ms": ms["batched"], "one_weight_set_ms": ms["one"],
+            "batched_over_one": ms["batched"] / ms["one"], "fisher_batch": fisher_batch,
+            "fisher_loop_ms": ms["fisher_loop"], "fisher_vmap_ms": ms["fisher_vmap"],
+            "fisher_loop_over_vmap": ms["fisher_loop"] / ms["fisher_vmap"]}
+
+
 def _short_error(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
@@ -368,6 +421,7 @@ def main(args: Any) -> int:
         report["hypnettorch"] = {"skipped": "not run in --quick"}
         report["flags"] = {"skipped": "not run in --quick"}
         report["parallel_seeds"] = bench_parallel_seeds(device, steps, warmup, seeds=2, methods=("lstm_net_grow",))
+        report["recurrent_target"] = bench_recurrent_target(device, steps, warmup, tasks=2, batch=32, fisher_batch=8)
     else:
         report["training"] = (bench_training_steps("split_mnist", 5, device, steps, warmup)
                               + bench_training_steps("permuted_mnist", 10, device, max(5, steps // 5), 2))
@@ -377,6 +431,7 @@ def main(args: Any) -> int:
         report["hypnettorch"] = bench_hypnettorch(device, steps, warmup)
         report["flags"] = bench_flags(device, steps, warmup)
         report["parallel_seeds"] = bench_parallel_seeds(device, max(5, steps // 2), 2)
+        report["recurrent_target"] = bench_recurrent_target(device, max(5, steps // 5), 2)
     print(f"device: {report['device']}, torch {report['torch']}, median of {steps} steps")
     print("\nTraining step (ratios measured in this run)")
     print(_fmt_rows(report["training"], [("benchmark", "benchmark", ""), ("task", "task", "d"),
@@ -396,6 +451,11 @@ def main(args: Any) -> int:
     print(_fmt_rows(report["parallel_seeds"], [("benchmark", "benchmark", ""), ("method", "method", ""),
                                                ("seeds", "S", "d"), ("ensemble_step_ms", "ensemble ms", ".2f"),
                                                ("one_seed_step_ms", "one seed ms", ".2f"), ("ratio", "ratio", ".2f")]))
+    rec = report["recurrent_target"]
+    print(f"\nRecurrent target (LSTM, {rec['tasks']} weight sets, batch {rec['batch']}): vmap fallback "
+          f"({rec['fallback']}): batched {rec['batched_fallback_ms']:.2f} ms = {rec['batched_over_one']:.2f}x one "
+          f"weight set; eq. 4 per-sample gradients of {rec['fisher_batch']} samples: loop {rec['fisher_loop_ms']:.2f} "
+          f"ms vs vmap {rec['fisher_vmap_ms']:.2f} ms ({rec['fisher_loop_over_vmap']:.2f}x)")
     print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
     _print_flags(report["flags"])
     atomic_write_text(json.dumps(report, indent=1), args.out)

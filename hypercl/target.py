@@ -68,7 +68,7 @@ def _vmap_op(error: BaseException) -> str:
     text = str(error)
     m = re.search(r"aten::[\w.]+", text)
     if m:
-        return m.group(0)
+        return m.group(0).rstrip(".")
     if "data-dependent control flow" in text or ".item()" in text:
         return "data-dependent control flow (a Python branch or .item() on a tensor)"
     if "random" in text.lower():
