@@ -87,3 +87,16 @@ def test_fresh_target_scale_matches_the_task0_distribution():
 def test_unknown_mode_rejected():
     with pytest.raises(ValueError, match="new_task_weights"):
         hypercl.ContinualLearner(tiny_hnet(), strategy="grow", strategy_kwargs={"new_task_weights": "zero"})
+
+
+def test_fresh_follows_the_hnet_config_init_scheme():
+    """The scheme is read from ``hnet.config["init"]``, not only from an attribute the hypernetwork sets."""
+    torch.manual_seed(0)
+    hnet = tiny_hnet(generator="lstm", init="von_oswald")
+    hnet.generator.init_scheme = "target_scale"  # a stale attribute must not win over the hypernetwork's config
+    learner = hypercl.ContinualLearner(hnet, strategy="grow", strategy_kwargs={"new_task_weights": "fresh"},
+                                       batch_size=64, lr=1e-2)
+    assert learner.hnet.generator.init_scheme == "von_oswald"
+    learner.fit_task(0, TASKS[0][0], iterations=1)
+    start = _new_task_start(learner, 1)
+    assert all(torch.count_nonzero(p) == 0 for p in start if p.ndim == 1)  # von Oswald: zero biases

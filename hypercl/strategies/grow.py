@@ -41,7 +41,12 @@ class Grow(Strategy):
                 f"strategy 'grow' needs a recurrent generator (generator='lstm' or 'gru'), got "
                 f"{type(learner.hnet.generator).__name__}"
             )
-        learner.hnet.generator.new_task_weights = self.new_task_weights
+        gen = learner.hnet.generator
+        gen.new_task_weights = self.new_task_weights
+        # "fresh" draws follow the hypernetwork's init scheme: its config when it has one (a built-in generator),
+        # else what the hypernetwork set on the generator, else the default scheme
+        cfg = getattr(learner.hnet, "config", None) or {}
+        gen.init_scheme = cfg.get("init") or getattr(gen, "init_scheme", None) or "target_scale"
 
     def config(self) -> dict:
         return {"new_task_weights": self.new_task_weights}
