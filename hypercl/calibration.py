@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fit_temperature", "task_logits", "task_temperature"]
+__all__ = ["fit_temperature", "task_logits", "task_temperature", "task_temperatures"]
 
 #: the search interval of log T (T in [e^-4, e^4] ≈ [0.018, 55])
 _LOG_T_BOUNDS = (-4.0, 4.0)
@@ -76,7 +76,20 @@ def task_logits(learner: Any, task_id: int, x: Any, batch_size: int = 1000) -> t
         learner.target.train(was[1])
 
 
-def task_temperature(learner: Any, task_id: int, val_data: tuple[Any, torch.Tensor]) -> float:
-    """``T_t`` fitted on task ``task_id``'s validation pair ``(X, Y)`` (local labels), carved from its TRAINING data."""
+def task_temperature(learner: Any, task_id: int, val_data: Any) -> float:
+    """``T_t`` fitted on task ``task_id``'s validation pair ``(X, Y)`` (local labels), carved from its TRAINING data.
+
+    ``val_data`` is the pair, or a benchmark task with a ``.val`` pair (only ``.val`` is read, never ``x_test``)."""
+    if not isinstance(val_data, (tuple, list)) and hasattr(val_data, "val"):
+        val_data = val_data.val
+    if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
+        raise ValueError(f"task_temperature needs a validation pair (X, Y) or a task with .val, got "
+                         f"{type(val_data).__name__}")
     x, y = val_data
     return fit_temperature(task_logits(learner, task_id, x), torch.as_tensor(y).to(learner.device))
+
+
+def task_temperatures(learner: Any, val_sets: Any) -> list[float]:
+    """``[T_0, T_1, ...]`` for every learned task, for ``evaluate(..., temperatures=)``; ``val_sets`` indexed by task
+    id (a list, or a dict ``{task: val}``), each entry as :func:`task_temperature` takes it."""
+    return [task_temperature(learner, t, val_sets[t]) for t in sorted(learner.learned_tasks)]

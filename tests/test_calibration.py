@@ -76,3 +76,31 @@ def test_temperature_fit_changes_with_the_validation_labels() -> None:
     t_clean = task_temperature(learner, 0, val)
     t_flipped = task_temperature(learner, 0, (val[0], 1 - val[1]))
     assert t_flipped > 2 * t_clean
+
+
+class _TaskWithVal:
+    """A benchmark task: ``.val`` carved from training data; reading its TEST tensors fails the test."""
+
+    def __init__(self, train, val, test):
+        self.x_train, self.y_train = train
+        self.val = val
+        self._test = test
+
+    @property
+    def x_test(self):
+        raise AssertionError("calibration read the test data")
+
+    y_test = x_test
+
+
+def test_task_temperatures_read_task_val_never_its_test_data() -> None:
+    learner, tasks = _two_task_learner()
+    objs = [_TaskWithVal(*tk) for tk in tasks]
+    for t, (train, _, _) in enumerate(tasks):
+        learner.fit_task(t, train, iterations=40, num_classes=2)
+    temps = hypercl.calibration.task_temperatures(learner, objs)  # would raise had it touched x_test / y_test
+    assert temps == [task_temperature(learner, t, tasks[t][1]) for t in range(2)]
+    res = learner.evaluate([tk[2] for tk in tasks], scenarios=["cl2", "cl3"], record=False, temperatures=temps)
+    assert set(res["cl3"]["accuracy"]) == {0, 1}
+    with pytest.raises(ValueError, match="validation pair"):
+        task_temperature(learner, 0, tasks[0][1][0])
