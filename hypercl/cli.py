@@ -65,9 +65,17 @@ def _scenarios(value: str) -> list[str]:
 
 
 def _device(value: str) -> torch.device:
-    dev = torch.device(value)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError("--device cuda was asked for, but torch sees no CUDA device here")
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"device {value!r} is not supported by hypercl; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"--device {value} was asked for, but torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"--device {value}: only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -113,16 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-augment", action="store_true", help="split_cifar: no random crop + flip")
     run.add_argument("--no-verify", action="store_true",
                      help="skip the md5 check of the dataset files (hand-made test files)")
+    run.add_argument("--hnet-init", choices=["von_oswald", "target_scale"], default=None,
+                     help="hypernetwork init scheme (default per method: von_oswald for hnet/hnet_iwr; see "
+                          "hypercl/experiments/configs.py for the recurrent methods)")
+    run.add_argument("--grow-new-task", choices=["copy", "fresh"], default=None,
+                     help="lstm_net_grow: a new task's weights start as a copy of the previous task's (default) "
+                          "or as a fresh draw")
+    run.add_argument("--val-size", type=int, default=None,
+                     help="per task, hold out N training samples as a validation split (default 0 = none)")
 
     table = sub.add_parser("table", help="markdown table of results JSON files next to the paper's numbers")
-    table.add_argument("files", nargs="+", help="results JSON files (globs allowed)")
+    table.add_argument("files", nargs="+", help="results JSON files or folders of them (globs allowed)")
     table.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     table.add_argument("--no-paper", action="store_true")
 
     bench = sub.add_parser("bench", help="speed benchmark: hypernetwork step vs plain target step (ratios)")
     bench.add_argument("--quick", action="store_true", help="tiny configs, a few steps (for tests)")
     bench.add_argument("--device", type=_device, default=torch.device("cpu"))
-    bench.add_argument("--out", type=Path, default=Path("results/bench.json"))
+    bench.add_argument("--out", type=Path, default=Path("results/bench.json"),
+                       help="a JSON file, or a folder (then FOLDER/bench.json)")
     bench.add_argument("--steps", type=int, default=None)
 
     abl = sub.add_parser("ablation", help="Figure 2 ablations (compression ratio, β) or the Split CIFAR speed "
@@ -177,6 +194,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
         print("hypercl: --resnet-depth/--resnet-widths apply to split_cifar only", file=sys.stderr)
         return 2
+    overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
+                     chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
+                     max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
+    # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
+    for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
+                       ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
+                       ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None),
+                       ("hnet_init", args.hnet_init), ("grow_new_task", args.grow_new_task),
+                       ("val_size", args.val_size)):
+        if value is not None:
+            overrides[key] = value
+    args.overrides = overrides
+    try:
+        args.prepared = _prepare_jobs(args)
+    except _Refusal as e:
+        print(f"hypercl: {e}", file=sys.stderr)
+        return 2
     ctx = init_distributed()  # None unless launched by torchrun with more than one process
     learner_kwargs: dict = {}
     if ctx is not None:
@@ -197,30 +231,121 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutdown()
 
 
+class _Refusal(Exception):
+    """A bad argument found before any data is loaded: one line for the user."""
+
+
+def _check_out_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise _Refusal(f"--out {out} is a file; give a folder (it will hold the results JSON, PNGs and checkpoints)")
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=out / "checkpoints", prefix=".write-test."):
+            pass
+    except OSError as e:
+        raise _Refusal(f"--out {out} is not writable ({e.strerror or e}); choose a folder you can write") from None
+
+
+def _check_data_root(value: Optional[str]) -> None:
+    import os
+
+    if value is None:
+        return
+    if not value.strip():
+        raise _Refusal("--data-root is empty; give the folder holding MNIST/raw (or CIFAR), or leave it out")
+    root = Path(value)
+    if root.exists() and not root.is_dir():
+        raise _Refusal(f"--data-root {root} is a file; give the folder holding MNIST/raw (or CIFAR)")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise _Refusal(f"--data-root {root} is not readable; fix its permissions or choose another folder")
+
+
+def _target_weights(cfg: dict) -> Optional[int]:
+    """The number of target weights of an MLP config (None for a ResNet: not checked here)."""
+    if cfg["target"].get("model") == "resnet":
+        return None
+    b = cfg["benchmark"]
+    dim = (b.get("pad_to") or 28) ** 2
+    out = 10 if b["name"] == "permuted_mnist" or cfg.get("output_layout") == "per_task" else 2
+    sizes = [dim] + list(cfg["target"]["hidden"]) + [out]
+    return sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
+
+
+def _prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
+    """Every check before data is loaded: returns {method: cfg} and the checkpoints to resume; raises _Refusal."""
+    from .experiments import method_config
+    from .experiments.identity import ConfigError, RunConfig
+    from .experiments.runner import ResumeError, check_checkpoint, run_tags
+    from .replay import is_replay_method, replay_method_config
+    from .checkpoint import CheckpointError
+
+    if not args.method:
+        raise _Refusal("--method is empty; give a method, a comma-separated list, 'all' or 'replay'")
+    if not args.scenario:
+        raise _Refusal("--scenario is empty; give cl1, cl2, cl3, a comma-separated list, or 'all'")
+    if args.seed_offset < 0:
+        raise _Refusal(f"--seed-offset must be zero or positive, got {args.seed_offset}")
+    if args.num_tasks is not None and args.benchmark == "split_mnist":
+        raise _Refusal("--num-tasks does not apply to split_mnist (always 5 tasks); leave it out")
+    if args.val_size is not None and args.val_size < 0:
+        raise _Refusal(f"--val-size must be zero or positive, got {args.val_size}")
+    _check_data_root(args.data_root)
+    cfgs: dict[str, dict] = {}
+    for method in args.method:
+        make_cfg = replay_method_config if is_replay_method(method) else method_config
+        try:
+            cfg = make_cfg(args.benchmark, method, quick=args.quick, **args.overrides)
+        except ValueError as e:
+            raise _Refusal(str(e)) from None
+        try:
+            cfg = RunConfig.from_dict(cfg).validate().to_dict()
+        except ConfigError as e:
+            raise _Refusal(str(e)) from None
+        except (KeyError, TypeError):  # a config shape RunConfig does not type (replay): fingerprinted as it is
+            cfg = {**cfg, "protocol": RunConfig.__dataclass_fields__["protocol"].default}
+        h = cfg.get("hypernetwork")
+        n = _target_weights(cfg) if h else None
+        if h and n is not None and int(h["chunk_size"]) > n:
+            raise _Refusal(f"--chunk-size {h['chunk_size']} is larger than the target network of {method} "
+                           f"({n:,} weights); choose at most {n}")
+        cfgs[method] = cfg
+    out = args.out or Path("results") / args.benchmark
+    _check_out_folder(out)
+    from .checkpoint import clean_stale_tmp
+
+    for folder in (out, out / "checkpoints"):
+        clean_stale_tmp(folder)
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    for method, cfg in cfgs.items():
+        if is_replay_method(method):
+            continue
+        for seed in seeds:
+            for _, tag in run_tags(method, args.scenario):
+                try:
+                    check_checkpoint(cfg, tag, seed, out / "checkpoints", resume=args.resume)
+                except (ResumeError, CheckpointError) as e:
+                    raise _Refusal(str(e)) from None
+    return cfgs, seeds
+
+
 def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # noqa: ANN001 - DistributedContext
     from tqdm.auto import tqdm
 
+    from .checkpoint import CheckpointError
     from .data import DatasetIntegrityError, DatasetNotFoundError
-    from .experiments import format_table, method_config, plot_matrices, run_seed, summarize, write_results
-    from .experiments.runner import build_benchmark, is_hnet_method, run_seeds_parallel
+    from .experiments import format_table, plot_matrices, run_seed, summarize
+    from .experiments.identity import RunConfig
+    from .experiments.report import merge_results, results_path
+    from .experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
     from .learner import NonFiniteLossError
-    from .replay import is_replay_method, replay_method_config, run_replay_seed
+    from .replay import is_replay_method, run_replay_seed
 
     main_rank = ctx is None or ctx.is_main
     out = args.out or Path("results") / args.benchmark
-    if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
-    overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
-                     chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
-                     max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
-    # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
-    for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
-                       ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
-                       ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None)):
-        if value is not None:
-            overrides[key] = value
-    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    cfgs, seeds = args.prepared
     results = []
     bench_cache: dict[str, object] = {}
     # one job per (method, seed), or per method when its seeds train as one ensemble (--parallel-seeds)
@@ -239,8 +364,7 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
     try:
         for method, job_seeds in jobs:
             replay = is_replay_method(method)
-            make_cfg = replay_method_config if replay else method_config
-            cfg = make_cfg(args.benchmark, method, quick=args.quick, **overrides)
+            cfg = cfgs[method]
             key = repr(cfg["benchmark"])
             if key not in bench_cache:
                 if ctx is not None and not ctx.is_main:
@@ -252,7 +376,13 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
             outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
                                   f"{','.join(map(str, job_seeds))}")
             started.setdefault(method, time.perf_counter())
-            stem = f"{args.benchmark}_{method}{'_quick' if args.quick else ''}"
+            fingerprint = RunConfig.from_dict(cfg).fingerprint() if not replay else None
+            if fingerprint is None:
+                from .experiments.identity import _hash
+
+                fingerprint = _hash(cfg)
+            rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
+            stem = rpath.stem
             if len(job_seeds) > 1:
                 new_runs = run_seeds_parallel(cfg, bench, job_seeds, args.scenario, device=args.device,
                                               progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
@@ -272,6 +402,8 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
                 runs = by_method[method]
                 result = {
                     "benchmark": args.benchmark, "method": method, "scenarios": args.scenario, "seeds": seeds,
+                    "fingerprint": fingerprint, "protocol": cfg.get("protocol"), "reduced": bool(args.quick),
+                    "run_kind": "reduced (--quick: data subset, few steps)" if args.quick else "full protocol",
                     "config": cfg, "summary": summarize(runs, args.scenario), "runs": runs,
                     "params": runs[0]["params"],
                     "wall_time_s": time.perf_counter() - started[method],
@@ -283,7 +415,7 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 }
                 if main_rank:
-                    write_results(result, out / f"{stem}.json")
+                    result = merge_results(result, rpath)  # other processes' seeds of this run are kept
                     plot_matrices(result, out / f"{stem}.png")
                 results.append(result)
     except (DatasetNotFoundError, DatasetIntegrityError) as e:
@@ -294,6 +426,15 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
         outer.close()
         print(f"hypercl: training stopped: {e}", file=sys.stderr)
         return 3
+    except (CheckpointError, ResumeError) as e:
+        outer.close()
+        print(f"hypercl: checkpoint problem: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        outer.close()
+        print(f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again",
+              file=sys.stderr)
+        return 2
     outer.close()
     if not main_rank:
         return 0
@@ -323,7 +464,14 @@ def cmd_table(args: argparse.Namespace) -> int:
     files: list[str] = []
     for pattern in args.files:
         matched = sorted(glob.glob(pattern))
-        files += matched if matched else [pattern]
+        for m in matched or [pattern]:
+            if Path(m).is_dir():  # a results folder: every results JSON in it (the runs of all processes)
+                files += sorted(str(p) for p in Path(m).glob("*.json") if p.name != "bench.json")
+            else:
+                files.append(m)
+    if not files:
+        print(f"hypercl table: no results JSON files in {' '.join(args.files)}", file=sys.stderr)
+        return 2
     try:
         results = load_results(Path(f) for f in files)
     except ValueError as e:
@@ -343,6 +491,16 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
+    if args.steps is not None and args.steps < 1:
+        print(f"hypercl bench: --steps must be at least 1, got {args.steps}", file=sys.stderr)
+        return 2
+    if args.out.is_dir() or str(args.out).endswith("/"):
+        args.out = args.out / "bench.json"  # --out takes a folder, like run
+    try:
+        _check_out_folder(args.out.parent)
+    except _Refusal as e:
+        print(f"hypercl bench: {e}", file=sys.stderr)
+        return 2
     return bench_main(args)
 
 

@@ -5,6 +5,8 @@ The data is loaded once into tensors; a task is a :class:`TaskData` (no DataLoad
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -201,4 +203,33 @@ def get_benchmark(name: str, **kwargs: Any) -> Benchmark:
     key = name.strip().lower().replace("-", "_")
     if key not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; valid names: {', '.join(sorted(BENCHMARKS))}")
-    return BENCHMARKS[key](**kwargs)
+    val_size = int(kwargs.pop("val_size", 0) or 0)
+    bench = BENCHMARKS[key](**kwargs)
+    if val_size:
+        hold_out_validation(bench, val_size)
+    return bench
+
+
+def hold_out_validation(bench: Benchmark, val_size: int) -> Benchmark:
+    """Per task, the LAST ``val_size`` training samples (a deterministic carve) become ``task.val = (X, Y)``;
+    training then sees only the rest. Tasks sharing one permuted base keep sharing (sliced once)."""
+    from .tasks import PermutedImages
+
+    if val_size < 0:
+        raise ValueError(f"val_size must be >= 0, got {val_size}")
+    carved: dict[int, tuple] = {}
+    for i, task in enumerate(bench.tasks):
+        n = len(task.y_train)
+        if val_size >= n:
+            raise ValueError(f"val_size={val_size} leaves no training data in task {task.name} ({n} samples)")
+        x, y = task.x_train, task.y_train
+        if isinstance(x, PermutedImages):
+            base = x._base
+            if id(base) not in carved:
+                carved[id(base)] = (SharedBase(base.tensor[: n - val_size]), SharedBase(base.tensor[n - val_size:]))
+            tr, va = carved[id(base)]
+            x_train, x_val = PermutedImages(tr, x.perm), PermutedImages(va, x.perm)
+        else:
+            x_train, x_val = x[: n - val_size], x[n - val_size:]
+        bench.tasks[i] = replace(task, x_train=x_train, y_train=y[: n - val_size], val=(x_val, y[n - val_size:]))
+    return bench

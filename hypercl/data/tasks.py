@@ -113,6 +113,8 @@ class TaskData:
     y_test: torch.Tensor
     num_classes: int
     class_offset: int
+    #: the validation split held out of the training data (``val_size``): ``(X, Y)``, or ``None``
+    val: Optional[Tuple[Inputs, torch.Tensor]] = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -137,4 +139,5 @@ class TaskData:
             y_train=self.y_train.to(device),
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
+            val=None if self.val is None else (self.val[0].to(device), self.val[1].to(device)),
         )

@@ -26,7 +26,8 @@ import copy
 from typing import Any
 
 __all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK",
-           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY"]
+           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY", "HNET_INIT", "LSTM_INIT", "INIT_SCHEMES",
+           "GROW_NEW_TASK"]
 
 #: method name -> (generator, strategy)
 HNET_METHODS: dict[str, tuple[str, str]] = {
@@ -37,6 +38,14 @@ HNET_METHODS: dict[str, tuple[str, str]] = {
     "lstm_net_grow": ("lstm", "grow"),
     "gru_net": ("gru", "hnet"),
 }
+#: hypernetwork init scheme per method (``HyperNetwork(init=...)``, ``--hnet-init``). HNET and HNET_IWR: von Oswald
+#: et al.'s own init ("von_oswald": xavier weights, zero biases, N(0, 1) embeddings; mnist/train_utils.py of GitHub
+#: chrhenning/hypercl). The recurrent (LSTM/GRU) methods: not decided yet -- LSTM_INIT is the one place to change it.
+LSTM_INIT = "target_scale"
+HNET_INIT: dict[str, str] = {"hnet": "von_oswald", "hnet_iwr": "von_oswald"}
+INIT_SCHEMES = ("von_oswald", "target_scale")
+#: GROW (seed paper 3.3): a new task's w^t, W^t start as a copy of the previous task's (``--grow-new-task``)
+GROW_NEW_TASK = "copy"
 BASELINE_METHODS = ("finetune", "ewc", "online_ewc", "si")
 METHODS = tuple(HNET_METHODS) + BASELINE_METHODS
 #: methods outside METHODS (so ``--method all`` keeps its meaning): "scratch" = one independent network per task
@@ -68,7 +77,9 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         "chunked_mlp": {"hidden_size": [25, 25], "activation": "elu", "chunk_size": 78000, "task_emb_dim": 24,
                         "chunk_emb_dim": 8},
         "recurrent": {"hidden_size": 64, "chunk_size": 30000, "task_emb_dim": 96, "chunk_emb_dim": 96},
-        "regularizer": {"beta": 0.1, "lookahead": False},
+        # lookahead on: von Oswald et al.'s mnist/train_args_default.py sets ``config.no_lookahead = False`` for
+        # Permuted MNIST (GitHub chrhenning/hypercl)
+        "regularizer": {"beta": 0.1, "lookahead": True},
         # eq. 4 on a random subset: 5000 of the 60000 samples per task keeps the Fisher pass short on a CPU
         "fisher_samples": 5000,
     },
@@ -134,13 +145,15 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
     if method in HNET_METHODS:
         generator, strategy = HNET_METHODS[method]
         gen_cfg = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
-        cfg["hypernetwork"] = {"generator": generator, **gen_cfg}
+        cfg["hypernetwork"] = {"generator": generator, **gen_cfg, "init": HNET_INIT.get(method, LSTM_INIT)}
         cfg["output_layout"] = base["hnet_output_layout"]
         cfg["strategy"] = {"name": strategy, "kwargs": {}}
         if strategy in ("hnet", "iwr"):
             cfg["strategy"]["kwargs"] = dict(base["regularizer"])
         if strategy == "iwr":
             cfg["strategy"]["kwargs"]["fisher_samples"] = base["fisher_samples"]
+        if strategy == "grow":
+            cfg["strategy"]["kwargs"]["new_task_weights"] = GROW_NEW_TASK
     elif method == "scratch":  # one independent network per task: nothing to protect, each task its own weights
         cfg["output_layout"] = "shared"
         cfg["strategy"] = {"name": "none", "kwargs": {}}
@@ -185,6 +198,15 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
             if cfg["target"].get("model") != "resnet":
                 raise ValueError(f"override {key!r} needs a ResNet target (split_cifar)")
             cfg["target"][key.split("_", 1)[1]] = [int(w) for w in value] if key == "resnet_widths" else int(value)
+        elif key == "val_size":  # per task, held out of the training data as a validation split
+            if int(value):
+                cfg["benchmark"]["val_size"] = int(value)
+        elif key == "hnet_init":
+            if "hypernetwork" in cfg:
+                cfg["hypernetwork"]["init"] = value
+        elif key == "grow_new_task":
+            if cfg["strategy"]["name"] == "grow":
+                cfg["strategy"]["kwargs"]["new_task_weights"] = value
         elif key == "verify":
             cfg["benchmark"]["verify"] = bool(value)
         elif key == "fisher_samples":

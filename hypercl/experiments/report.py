@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ..checkpoint import atomic_save_figure, atomic_write_text
 
 __all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
-           "load_results", "PAPER_TABLE3", "format_table3"]
+           "load_results", "PAPER_TABLE3", "format_table3", "merge_results", "results_path", "merge_loaded"]
 
 #: Seed paper, Table 1 (non-replay): final average test accuracy (%) mean ± std.
 PAPER_TABLE1: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
@@ -61,6 +64,96 @@ BENCHMARK_LABELS = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MN
 def write_results(result: dict, path: Path) -> Path:
     """Write one method's results JSON atomically."""
     return atomic_write_text(json.dumps(result, indent=1, sort_keys=False), path)
+
+
+def results_path(out: Path, benchmark: str, method: str, quick: bool, fingerprint: str) -> Path:
+    """``<benchmark>_<method>[_quick]_<fingerprint>.json``: one file per run identity (all its seeds)."""
+    return Path(out) / f"{benchmark}_{method}{'_quick' if quick else ''}_{fingerprint}.json"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    lock = path.parent / f".{path.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # other processes writing the same results file wait here
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _merge_runs(old_runs: list[dict], new_runs: list[dict]) -> list[dict]:
+    """Per (seed, scenario): the new result replaces the old one of the same identity, everything else is kept."""
+    by_seed: dict[int, dict] = {}
+    for r in list(old_runs) + list(new_runs):
+        seed = int(r["seed"])
+        if seed not in by_seed:
+            by_seed[seed] = json.loads(json.dumps(r))
+            continue
+        cur = by_seed[seed]
+        cur["scenarios"].update(r["scenarios"])
+        for key in ("train_log", "identity"):
+            cur.setdefault(key, {}).update(r.get(key, {}))
+        for key in ("params", "wall_time_s", "parallel_seeds"):
+            if key in r:
+                cur[key] = r[key]
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+def merge_loaded(results: Sequence[dict]) -> list[dict]:
+    """Results of the same (benchmark, method, fingerprint) -- e.g. the same run copied from two machines -- as one
+    result over the union of their seeds; results without a fingerprint (older files) are kept as they are."""
+    from .runner import summarize
+
+    groups: dict[tuple, dict] = {}
+    out: list[dict] = []
+    for r in results:
+        fp = r.get("fingerprint")
+        if fp is None:
+            out.append(r)
+            continue
+        key = (r["benchmark"], r["method"], fp)
+        if key not in groups:
+            groups[key] = dict(r)
+            out.append(groups[key])
+            continue
+        g = groups[key]
+        g["runs"] = _merge_runs(g["runs"], r["runs"])
+        g["scenarios"] = sorted(set(g["scenarios"]) | set(r["scenarios"]))
+        g["seeds"] = [run["seed"] for run in g["runs"]]
+        g["summary"] = summarize(g["runs"], g["scenarios"])
+    return out
+
+
+def merge_results(result: dict, path: Path) -> dict:
+    """Add ``result`` (some seeds / scenarios of one run identity) to the results file at ``path``, under a file lock:
+    seeds and scenarios of other processes are kept, a repeated (seed, scenario) takes the newer numbers, and the
+    summary is recomputed over all seeds. A file of another identity is never overwritten (ValueError)."""
+    from .runner import summarize
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):
+        merged = dict(result)
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: an unreadable results file is in the way ({e}); move it away") from e
+            if old.get("fingerprint") != result.get("fingerprint"):
+                raise ValueError(f"{path} holds another run (fingerprint {old.get('fingerprint')}, this run "
+                                 f"{result.get('fingerprint')}); move it away")
+            merged["runs"] = _merge_runs(old.get("runs", []), result["runs"])
+            merged["scenarios"] = sorted(set(old.get("scenarios", [])) | set(result["scenarios"]))
+            merged["commands"] = list(dict.fromkeys(old.get("commands", [old.get("command")]) + [result.get("command")]))
+            merged["wall_time_s"] = old.get("wall_time_s", 0.0) + result.get("wall_time_s", 0.0)
+        else:
+            merged["commands"] = [result.get("command")]
+        merged["seeds"] = [r["seed"] for r in merged["runs"]]
+        merged["summary"] = summarize(merged["runs"], merged["scenarios"])
+        write_results(merged, path)
+    return merged
 
 
 def load_results(paths: Iterable[Path]) -> list[dict]:
@@ -124,10 +217,34 @@ def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool
     return lines + [""]
 
 
-def _cell(mean: Optional[float], std: Optional[float]) -> str:
+def _cell(mean: Optional[float], std: Optional[float], n: Optional[int] = None) -> str:
+    """``mean ± std`` (a single seed: the mean alone, no "± 0.00")."""
     if mean is None:
         return "—"
-    return f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"
+    if std is None or n == 1:
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _stat_cell(st: Optional[dict]) -> str:
+    """One table cell: mean, sample std, standard error, n (in %); a single seed shows its value and n=1."""
+    if not st or st.get("mean") is None:
+        return "—"
+    if st.get("std") is None:
+        return f"{100 * st['mean']:.2f} (n=1)"
+    return f"{100 * st['mean']:.2f} sd {100 * st['std']:.2f} se {100 * st['se']:.2f} (n={st['n']})"
+
+
+def _stats_of(summ: dict, key: str) -> Optional[dict]:
+    """The n/mean/std/se of one summary quantity (older results files: rebuilt from mean/std/n_seeds)."""
+    st = summ.get("stats", {}).get(key)
+    if st is not None:
+        return st
+    mean, std, n = summ.get(f"{key}_mean"), summ.get(f"{key}_std"), summ.get("n_seeds", 0)
+    if mean is None:
+        return None
+    std = std if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "se": std / math.sqrt(n) if std is not None else None}
 
 
 def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl2", "cl3"),
@@ -140,27 +257,52 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
     from ..replay.runner import PAPER_TABLE2, REPLAY_METHOD_LABELS
 
     order = list(METHOD_LABELS) + list(REPLAY_METHOD_LABELS)
+    results = merge_loaded(results)
     for bench, rs in by_bench.items():
+        rs = [r for r in results if r["benchmark"] == bench]
         rs = sorted(rs, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
         paper = {**PAPER_TABLE1.get(bench, {}), **PAPER_TABLE2.get(bench, {})}
-        header = ["method"] + [s.upper() for s in scenarios]
+        scen = [s for s in scenarios if any(s in r["summary"] for r in rs)] or list(scenarios)
+        header = ["method"]
+        for s in scen:
+            header += [f"{s.upper()} final", f"{s.upper()} during"]
+        if "cl3" in scen:
+            header += ["CL3 task inference"]
         if with_paper:
-            header += [f"paper {s.upper()}" for s in scenarios]
+            header += [f"paper {s.upper()}" for s in scen]
         header += ["seeds", "params (ratio)", "wall s"]
         rows = []
+        n_methods: dict[str, int] = {}
+        for r in rs:
+            n_methods[r["method"]] = n_methods.get(r["method"], 0) + 1
+        reduced = False
         for r in rs:
             summ = r["summary"]
-            row = [METHOD_LABELS.get(r["method"], REPLAY_METHOD_LABELS.get(r["method"], r["method"]))]
-            row += [_cell(summ[s]["final_mean"], summ[s]["final_std"]) if s in summ else "—" for s in scenarios]
+            label = METHOD_LABELS.get(r["method"], REPLAY_METHOD_LABELS.get(r["method"], r["method"]))
+            if r.get("reduced") or r.get("config", {}).get("quick"):
+                reduced = True
+                label += " (reduced)"
+            if n_methods[r["method"]] > 1 and r.get("fingerprint"):
+                label += f" [{r['fingerprint'][:8]}]"
+            row = [label]
+            for s in scen:
+                row += [_stat_cell(_stats_of(summ[s], "final")) if s in summ else "—",
+                        _stat_cell(_stats_of(summ[s], "during")) if s in summ else "—"]
+            if "cl3" in scen:
+                row += [_stat_cell(_stats_of(summ["cl3"], "task_inference")) if "cl3" in summ else "—"]
             if with_paper:
                 p = paper.get(r["method"], {})
-                row += [f"{p[s][0]:.2f} ± {p[s][1]:.2f}" if s in p else "—" for s in scenarios]
+                row += [f"{p[s][0]:.2f} ± {p[s][1]:.2f}" if s in p else "—" for s in scen]
             n = max(summ[s]["n_seeds"] for s in summ)
             params = r.get("params", {})
             row += [str(n), f"{params.get('model', 0):,} ({params.get('compression_ratio', 0):.2f})",
                     f"{r.get('wall_time_s', 0):.0f}"]
             rows.append(row)
-        title = f"{BENCHMARK_LABELS.get(bench, bench)} — final average test accuracy (%), mean ± std over seeds"
+        title = (f"{BENCHMARK_LABELS.get(bench, bench)} — test accuracy (%) after the last task (final) and right "
+                 "after each task (during): mean, sample std (sd), standard error (se = sd/sqrt(n)), n seeds")
+        if reduced:
+            title += (" — REDUCED RUN (--quick: data subset, few steps; not comparable with the paper's "
+                      "full-protocol numbers)")
         lines += _render(title, header, rows, markdown)
     return "\n".join(lines)
 
@@ -200,10 +342,10 @@ def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bo
         finals = [res["matrix"][-1] if res["matrix"] else [] for res in runs]
         durings = [res["during"] for res in runs]
         summ = r["summary"].get(scenario, {})
-        rows.append([label] + per_task(finals) + [_cell(summ.get("final_mean"), summ.get("final_std")),
+        rows.append([label] + per_task(finals) + [_cell(summ.get("final_mean"), summ.get("final_std"), len(runs)),
                                                   str(len(runs))])
         rows.append([f"{label} during"] + per_task(durings)
-                    + [_cell(summ.get("during_mean"), summ.get("during_std")), str(len(runs))])
+                    + [_cell(summ.get("during_mean"), summ.get("during_std"), len(runs)), str(len(runs))])
         paper = PAPER_TABLE3.get(r["method"]) if with_paper else None
         if paper:
             for key, avg_key, suffix in (("final", "average", ""), ("during", "during_average", " during")):

@@ -26,10 +26,69 @@ from ..hypernetwork import HyperNetwork
 from ..independent import IndependentWeights
 from ..learner import ContinualLearner
 from ..models import mlp
+from ..checkpoint import CheckpointError, atomic_save, load_checkpoint
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
+from .identity import identity_diff, run_identity
 
-__all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method"]
+__all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method",
+           "run_tags", "checkpoint_path", "check_checkpoint", "ResumeError"]
+
+
+class ResumeError(ValueError):
+    """A checkpoint that ``--resume`` must not continue (another run's identity), or one in the way of a new run."""
+
+
+def run_tags(method: str, scenarios: Sequence[str]) -> list[tuple[list[str], str]]:
+    """(scenarios, tag) per trained learner: a hypernetwork method is trained once for all its evaluation scenarios
+    (tag ``"cl1+cl2+cl3"``), a baseline once per scenario (its output heads depend on it)."""
+    scenarios = [check_scenario(s) for s in scenarios]
+    if is_hnet_method(method):
+        return [(scenarios, "+".join(scenarios))]
+    return [([s], s) for s in scenarios]
+
+
+def checkpoint_path(cfg: dict, tag: str, seed: int, checkpoint_dir: Path) -> Path:
+    """``<benchmark>_<method>_<tag>_<fingerprint>_seed<seed>.pt``: different runs never share a file."""
+    ident = run_identity(cfg, tag, seed)
+    return Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_{ident['fingerprint']}_seed{seed}.pt"
+
+
+def check_checkpoint(cfg: dict, tag: str, seed: int, checkpoint_dir: Path, resume: bool) -> Optional[Path]:
+    """Before any training: the checkpoint to continue (``--resume`` and the same identity), ``None`` to start fresh;
+    :class:`ResumeError` for a finished/started run without ``--resume`` (nothing is overwritten silently), or for
+    ``--resume`` when only checkpoints of another identity exist (the message names the fields that differ)."""
+    path = checkpoint_path(cfg, tag, seed, checkpoint_dir)
+    ident = run_identity(cfg, tag, seed)
+    if path.exists():
+        if not resume:
+            raise ResumeError(f"{path} already holds this run (same configuration and seed); pass --resume to "
+                              "continue it (a finished run is not retrained), or remove it to train again")
+        stored = load_checkpoint(path, map_location="cpu").get("run")
+        if stored is None or stored.get("id") != ident["id"]:
+            diff = identity_diff(stored or {}, ident)
+            raise ResumeError(f"{path} is not a checkpoint of this run (differs in {'; '.join(diff) or 'identity'})")
+        return path
+    if resume:
+        prefix = f"{cfg['benchmark']['name']}_{cfg['method']}_"
+        others = sorted(p for p in Path(checkpoint_dir).glob(f"{prefix}*_seed{seed}.pt")) if Path(
+            checkpoint_dir).is_dir() else []
+        others = [p for p in others if p.name[len(prefix):].startswith(tag + "_")]
+        if others:
+            try:
+                stored = load_checkpoint(others[-1], map_location="cpu").get("run") or {}
+            except CheckpointError as e:
+                raise ResumeError(str(e)) from None
+            diff = identity_diff(stored, ident)
+            raise ResumeError(f"--resume: no checkpoint of this run in {checkpoint_dir}; {others[-1].name} is another "
+                              f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
+                              "this one, or repeat the other run's settings")
+    return None
+
+
+def _save(learner: ContinualLearner, path: Path, cfg: dict, tag: str, seed: int) -> None:
+    """:meth:`ContinualLearner.save` plus the run identity (``state["run"]``), atomic and digest-stamped."""
+    atomic_save({**learner.state(), "run": run_identity(cfg, tag, seed)}, path)
 
 
 def is_hnet_method(method: str) -> bool:
@@ -121,6 +180,7 @@ def _train_sequence(
     checkpoint: Optional[Path],
     on_task: Optional[Callable[[int], None]] = None,
     epochs: Optional[int] = None,
+    save: Optional[Callable[[ContinualLearner, Path], None]] = None,
 ) -> ContinualLearner:
     start = len(learner.learned_tasks)
     for t in range(start, bench.num_tasks):
@@ -133,7 +193,7 @@ def _train_sequence(
             learner.fit_task(t, bench.tasks[t], iterations=iterations)
         learner.evaluate(bench.tasks, scenarios=list(scenarios))
         if checkpoint is not None and is_main_process():
-            learner.save(checkpoint)  # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
+            (save or (lambda lrn, p: lrn.save(p)))(learner, checkpoint)  # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
         if on_task is not None:
             on_task(t)
     return learner
@@ -165,17 +225,15 @@ def run_seed(
     t0 = time.perf_counter()
     epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
     iterations = None if epochs is not None else int(cfg["train"]["iterations"])
-    runs: list[tuple[list[str], str]]
-    if is_hnet_method(cfg["method"]):
-        runs = [(scenarios, "all")]
-    else:
-        runs = [([s], s) for s in scenarios]
-    out: dict[str, Any] = {"seed": seed, "scenarios": {}, "train_log": {}}
+    runs = run_tags(cfg["method"], scenarios)
+    out: dict[str, Any] = {"seed": seed, "scenarios": {}, "train_log": {}, "identity": {}}
     for scen_list, tag in runs:
         ckpt = None
         if checkpoint_dir is not None:
-            ckpt = Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_seed{seed}.pt"
+            ckpt = checkpoint_path(cfg, tag, seed, checkpoint_dir)
+        out["identity"][tag] = run_identity(cfg, tag, seed)["id"]
         if resume and ckpt is not None and ckpt.exists():
+            check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)  # same identity, else ResumeError
             learner = ContinualLearner.load(ckpt, device=device, progress=progress,
                                             distributed=learner_kwargs.get("distributed"))
             for flag in ("compile", "compile_options", "autocast_dtype"):
@@ -186,7 +244,8 @@ def run_seed(
                                                            device)
         else:
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
-        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs)
+        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs,
+                        save=lambda lrn, p, _tag=tag: _save(lrn, p, cfg, _tag, seed))
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
         out["train_log"][tag] = {str(k): v for k, v in learner.train_log.items()}
@@ -218,9 +277,13 @@ def run_seeds_parallel(
     t0 = time.perf_counter()
     epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
     iterations = None if epochs is not None else int(cfg["train"]["iterations"])
-    ckpts = {seed: (Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_all_seed{seed}.pt"
-                    if checkpoint_dir is not None else None) for seed in seeds}
+    tag = run_tags(cfg["method"], scenarios)[0][1]
+    ckpts = {seed: (checkpoint_path(cfg, tag, seed, checkpoint_dir) if checkpoint_dir is not None else None)
+             for seed in seeds}
     resuming = resume and all(c is not None and c.exists() for c in ckpts.values())
+    if resuming:
+        for seed in seeds:
+            check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)
 
     def make(seed: int) -> ContinualLearner:
         if resuming:
@@ -240,14 +303,15 @@ def run_seeds_parallel(
         ens.evaluate(bench.tasks, scenarios=list(scenarios))
         for seed, m in zip(seeds, ens.members):
             if ckpts[seed] is not None:
-                m.save(ckpts[seed])  # atomic, per seed: the files a sequential run writes
+                _save(m, ckpts[seed], cfg, tag, seed)  # atomic, per seed: the files a sequential run writes
     wall = time.perf_counter() - t0
     outs = []
     for seed, m in zip(seeds, ens.members):
         outs.append({
             "seed": seed,
             "scenarios": {s: m.results(s) for s in scenarios},
-            "train_log": {"all": {str(k): v for k, v in m.train_log.items()}},
+            "train_log": {tag: {str(k): v for k, v in m.train_log.items()}},
+            "identity": {tag: run_identity(cfg, tag, seed)["id"]},
             "params": _param_counts(m),
             "wall_time_s": wall,
             "parallel_seeds": len(seeds),
@@ -255,11 +319,19 @@ def run_seeds_parallel(
     return outs
 
 
-def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+def _stats(values: list[float]) -> dict:
+    """n, mean, sample std (``None`` for one value) and standard error std/sqrt(n) of the non-missing values."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    n = len(vals)
+    if not n:
+        return {"n": 0, "mean": None, "std": None, "se": None}
+    std = statistics.stdev(vals) if n > 1 else None
+    return {"n": n, "mean": statistics.fmean(vals), "std": std, "se": std / math.sqrt(n) if std is not None else None}
+
+
+def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+    st = _stats(values)
+    return st["mean"], st["std"]
 
 
 def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
@@ -267,14 +339,17 @@ def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
     summary: dict[str, Any] = {}
     for s in scenarios:
         res = [r["scenarios"][s] for r in seed_runs if s in r["scenarios"]]
-        final = _mean_std([r["final_average"] for r in res])
-        during = _mean_std([r["during_average"] for r in res])
-        bwt = _mean_std([r["backward_transfer"] for r in res])
+        final_vals = [r["final_average"] for r in res]
+        during_vals = [r["during_average"] for r in res]
+        bwt_vals = [r["backward_transfer"] for r in res]
+        final, during, bwt = _mean_std(final_vals), _mean_std(during_vals), _mean_std(bwt_vals)
         ti_vals = []
         for r in res:
             last = [v for v in (r["task_inference_matrix"][-1] if r["task_inference_matrix"] else []) if v is not None]
             ti_vals.append(sum(last) / len(last) if last else None)
         ti = _mean_std(ti_vals)
+        stats = {"final": _stats(final_vals), "during": _stats(during_vals), "bwt": _stats(bwt_vals),
+                 "task_inference": _stats(ti_vals)}
         n_rows = max(len(r["matrix"]) for r in res)
         n_cols = max(len(r["tasks"]) for r in res)
         mean_matrix: list[list[Optional[float]]] = []
@@ -292,5 +367,6 @@ def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
             "task_inference_mean": ti[0], "task_inference_std": ti[1],
             "mean_matrix": mean_matrix,
             "n_seeds": len(res),
+            "stats": stats,  # per quantity: n, mean, sample std, standard error (std / sqrt(n))
         }
     return summary
