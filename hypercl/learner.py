@@ -19,7 +19,7 @@ from .distributed import DataParallelSteps, DistributedContext, check_batch_size
 from .hypernetwork import HyperNetwork
 from .models.registry import build_model, model_spec
 from .fisher import task_fisher
-from .scenarios import SCENARIOS, HeadLayout, check_scenario, evaluate_task
+from .scenarios import SCENARIOS, HeadLayout, check_scenario, evaluate_task, row_temperatures
 from .strategies import Strategy, get_strategy
 from .target_forward import AUTOCAST_DTYPES, TargetForward, _dtype_name, _plain
 
@@ -340,7 +340,9 @@ class ContinualLearner(TargetForward, DataParallelSteps):
                     first = int((~finite).nonzero()[0]) + it - (it % self.check_every)
                     raise NonFiniteLossError(
                         f"non-finite loss ({float(window[~finite][0])}) at task {task_id}, iteration {first}: "
-                        "lower the learning rate or beta; the last saved checkpoint is unchanged"
+                        "either the learning rate or beta is too high (lower them) or the input data holds NaN/inf "
+                        "(check it); this in-memory learner is now unusable: reload it from the last checkpoint "
+                        "(ContinualLearner.load), which is unchanged"
                     )
                 window_mean = float(window.mean())
                 if bar is not None:
@@ -389,25 +391,6 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             items = dict(enumerate(tasks_data))
         return {t: self._source(d, t, "test") for t, d in items.items() if t in self.learned_tasks}
 
-    def _row_temperatures(self, temperatures: Any, learned: list[int]) -> Optional[torch.Tensor]:
-        """``(T,)`` temperatures of the learned tasks' rows from a per-task sequence/tensor or ``{task: T}``."""
-        if temperatures is None:
-            return None
-        if isinstance(temperatures, Mapping):
-            missing = [t for t in learned if t not in temperatures]
-            if missing:
-                raise ValueError(f"temperatures has no value for the learned tasks {missing}")
-            values = [float(temperatures[t]) for t in learned]
-        else:
-            flat = torch.as_tensor(temperatures, dtype=torch.float32).reshape(-1)
-            if flat.numel() <= max(learned):
-                raise ValueError(f"temperatures has {flat.numel()} values, but tasks up to {max(learned)} are "
-                                 "learned: give one temperature per task id")
-            values = flat[learned].tolist()
-        if not all(v > 0 and v < float("inf") for v in values):
-            raise ValueError(f"temperatures must be finite and > 0, got {values}")
-        return torch.tensor(values, dtype=torch.float32, device=self.device)
-
     @torch.no_grad()
     def evaluate(
         self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
@@ -429,7 +412,7 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             raise RuntimeError("no task has been learned yet")
         sets = self._task_test_sets(tasks_data)
         learned = list(self.learned_tasks)
-        temps = self._row_temperatures(temperatures, learned)
+        temps = row_temperatures(temperatures, learned, self.device)
         was_training = self.target.training
         self.target.eval()
         self.hnet.eval()

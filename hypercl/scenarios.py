@@ -13,12 +13,12 @@ entropy of each candidate task's softmax over its own output units, argmin over 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
 __all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch",
-           "evaluate_task"]
+           "evaluate_task", "row_temperatures"]
 
 SCENARIOS = ("cl1", "cl2", "cl3")
 OUTPUT_LAYOUTS = ("shared", "per_task")
@@ -193,3 +193,23 @@ def evaluate_task(
         has_ti = task_conditioned and s != "cl1"
         out[s] = (counts[s][0].item() / n, counts[s][1].item() / n if has_ti else None)
     return out
+
+
+def row_temperatures(temperatures: Any, learned: Sequence[int], device: Any = "cpu") -> Optional[torch.Tensor]:
+    """``(T,)`` temperatures of the learned tasks' rows from a per-task sequence/tensor or ``{task: T}``."""
+    if temperatures is None:
+        return None
+    if isinstance(temperatures, Mapping):
+        missing = [t for t in learned if t not in temperatures]
+        if missing:
+            raise ValueError(f"temperatures has no value for the learned tasks {missing}")
+        values = [float(temperatures[t]) for t in learned]
+    else:
+        flat = torch.as_tensor(temperatures, dtype=torch.float32).reshape(-1)
+        if flat.numel() <= max(learned):
+            raise ValueError(f"temperatures has {flat.numel()} values, but tasks up to {max(learned)} are "
+                             "learned: give one temperature per task id")
+        values = flat[learned].tolist()
+    if not all(v > 0 and v < float("inf") for v in values):
+        raise ValueError(f"temperatures must be finite and > 0, got {values}")
+    return torch.tensor(values, dtype=torch.float32, device=device)
