@@ -182,6 +182,9 @@ class ContinualLearner(TargetForward, DataParallelSteps):
     def _register_task(self, task_id: int, num_classes: int) -> None:
         if task_id in self.learned_tasks:
             raise ValueError(f"task {task_id} was already learned; tasks are learned once, in order")
+        missing = [t for t in range(task_id) if t not in self.heads.num_classes]
+        if task_id not in self.heads.num_classes and missing:
+            raise ValueError(f"tasks are registered in order: learn task(s) {missing} before task {task_id}")
         self.heads.register(task_id, num_classes)
         while self.hnet.num_tasks <= task_id:
             self.hnet.add_task()

@@ -34,14 +34,20 @@ def urlopen(url: str, timeout: float):  # pragma: no cover - network
 
 
 def _fetch_atomic(url: str, dest: Path, md5: Optional[str], timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    response = urlopen(url, timeout)  # connect first: a failed download creates no folder tree
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except BaseException:
+        close = getattr(response, "close", None)
+        if close is not None:
+            close()
+        raise
     tmp = Path(tmp_name)
     try:
         digest = hashlib.md5()
         size = 0
         with os.fdopen(fd, "wb") as out:
-            response = urlopen(url, timeout)
             try:
                 headers = getattr(response, "headers", None) or {}
                 expected_len = headers.get("Content-Length")
