@@ -41,9 +41,9 @@ class WithFeatures(nn.Module):
 
 
 class TwoInputs(nn.Module):
-    def __init__(self):
+    def __init__(self, k=2):
         super().__init__()
-        self.a, self.b, self.head = nn.Linear(6, 8), nn.Linear(4, 8), nn.Linear(8, 2)
+        self.a, self.b, self.head = nn.Linear(6, 8), nn.Linear(4, 8), nn.Linear(8, k)
 
     def forward(self, xa, xb):
         return self.head(torch.relu(self.a(xa) + self.b(xb)))
@@ -342,3 +342,23 @@ def test_bad_data_errors_name_the_task_the_sizes_and_the_fix():
         learner.evaluate([(x, torch.full((50,), 5))])
     with pytest.raises(ValueError, match="task 0 has no test samples"):
         learner.evaluate([[]])
+
+
+def test_lwf_replay_and_ewc_with_two_positional_inputs():
+    from hypercl.replay import ReplayClassifier
+
+    g = torch.Generator().manual_seed(0)
+    data = []
+    for sign in (1.0, -1.0):
+        xa, xb = torch.randn(128, 6, generator=g), torch.randn(128, 4, generator=g)
+        data.append(((xa, xb), ((xa[:, 0] + xb[:, 0]) * sign > 0).long()))
+    torch.manual_seed(0)
+    lwf = ReplayClassifier(hypercl.DirectWeights(TwoInputs()), scenario="cl2", source="current", batch_size=32)
+    for t, d in enumerate(data):
+        assert lwf.fit_task(t, d, iterations=30)["replay"] == (t == 1)
+    assert 0.0 <= lwf.evaluate(data, scenarios=["cl2"])["cl2"]["average"] <= 1.0
+    ewc = hypercl.ContinualLearner(hypercl.DirectWeights(TwoInputs(k=4)), strategy="ewc", scenario="cl1", batch_size=32,
+                                   strategy_kwargs={"fisher_labels": "predicted"})
+    for t, d in enumerate(data):
+        ewc.fit_task(t, d, iterations=30)
+    assert ewc.evaluate(data, scenarios=["cl1"])["cl1"]["average"] > 0.5

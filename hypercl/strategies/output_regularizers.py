@@ -140,8 +140,8 @@ class IWRegularizer(HNETRegularizer):
     """Eq. 3 (IWR): eq. 2 weighted per target weight by the diagonal Fisher information of eq. 4.
 
     After each task the empirical Fisher of the weights GENERATED for it is computed
-    (:func:`~hypercl.regularizers.diagonal_empirical_fisher`, per-sample gradients by ``vmap(grad)``, target in eval
-    mode) and normalised to mean 1 (:func:`~hypercl.regularizers.normalize_fisher`), so that ``β`` means the same
+    (:func:`~hypercl.fisher.diagonal_empirical_fisher`, per-sample gradients by ``vmap(grad)``, target in eval
+    mode) and normalised to mean 1 (:func:`~hypercl.fisher.normalize_fisher`), so that ``β`` means the same
     as in eq. 2: a uniform Fisher gives exactly eq. 2.
 
     Args:
