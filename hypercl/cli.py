@@ -79,8 +79,15 @@ def _device(value: str) -> torch.device:
     return dev
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr (what is wrong, where to look), exit code 2, no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hypercl", description="Continual learning with hypernetworks.")
+    parser = _Parser(prog="hypercl", description="Continual learning with hypernetworks.")
     parser.add_argument("--version", action="version", version=f"hypercl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
