@@ -201,6 +201,8 @@ class FunctionalTarget:
         try:
             out = vmap(fn, in_dims=tuple(in_dims))(*args)
         except Exception as e:  # noqa: BLE001 - decided below: the loop either works (a vmap limit) or raises
+            if any(k in str(e).lower() for k in ("inplace", "in place", "in-place")):
+                raise  # e.g. BatchNorm updating ONE shared buffer set from T weight sets: needs per-task buffers
             out = loop_map(fn, in_dims, *args)
             op = _vmap_op(e)
             self.vmap_ok[key] = False
