@@ -12,6 +12,19 @@ DATA = os.environ.get("HYPERCL_DATA")
 needs_mnist = pytest.mark.skipif(
     not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set"
 )
+def result_file(folder, method, quick=True):
+    """The one results JSON of ``method`` in ``folder`` (its name carries the run's fingerprint)."""
+    found = sorted(Path(folder).glob(f"split_mnist_{method}{'_quick' if quick else ''}_" + "?" * 16 + ".json"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def checkpoint_file(folder, method, tag, seed):
+    found = sorted((Path(folder) / "checkpoints").glob(f"split_mnist_{method}_{tag}_*_seed{seed}.pt"))
+    assert len(found) == 1, found
+    return found[0]
+
+
 TINY = ["--quick", "--iterations", "3", "--max-train-per-task", "64", "--max-test-per-task", "40", "--no-progress"]
 
 
@@ -23,7 +36,7 @@ def test_run_writes_json_png_and_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "LSTM_NET_GROW" in printed and "Finetune" in printed and "99.85 ± 0.02" in printed  # paper column
     for method in ["lstm_net_grow", "finetune"]:
-        data = json.loads((tmp_path / f"split_mnist_{method}_quick.json").read_text())
+        data = json.loads(result_file(tmp_path, method).read_text())
         assert data["seeds"] == [0, 1] and len(data["runs"]) == 2
         for s in ["cl1", "cl2", "cl3"]:
             res = data["runs"][0]["scenarios"][s]
@@ -31,24 +44,24 @@ def test_run_writes_json_png_and_table(tmp_path, capsys):
             assert all(0.0 <= a <= 1.0 for a in res["matrix"][-1])
             assert data["summary"][s]["n_seeds"] == 2
         assert data["params"]["target"] > 0 and data["command"].startswith("hypercl run")
-        png = (tmp_path / f"split_mnist_{method}_quick.png").read_bytes()
+        png = result_file(tmp_path, method).with_suffix(".png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    grow = json.loads((tmp_path / "split_mnist_lstm_net_grow_quick.json").read_text())
+    grow = json.loads(result_file(tmp_path, "lstm_net_grow").read_text())
     assert grow["runs"][0]["scenarios"]["cl3"]["task_inference_matrix"][-1][0] is not None
     # hypercl table reads them back
     out_md = tmp_path / "table.md"
     assert main(["table", str(tmp_path / "*.json"), "--out", str(out_md)]) == 0
-    assert "| LSTM_NET_GROW |" in out_md.read_text()
+    assert "| LSTM_NET_GROW (reduced) |" in out_md.read_text()
 
 
 @needs_mnist
 def test_resume_from_checkpoints_gives_the_same_results(tmp_path):
     args = ["run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario", "cl1", "--out", str(tmp_path), *TINY]
     assert main(args) == 0
-    first = json.loads((tmp_path / "split_mnist_hnet_quick.json").read_text())
-    assert (tmp_path / "checkpoints" / "split_mnist_hnet_all_seed0.pt").exists()
+    first = json.loads(result_file(tmp_path, "hnet").read_text())
+    assert checkpoint_file(tmp_path, "hnet", "cl1", 0).exists()
     assert main(args + ["--resume"]) == 0  # every task already in the checkpoint: nothing retrained
-    again = json.loads((tmp_path / "split_mnist_hnet_quick.json").read_text())
+    again = json.loads(result_file(tmp_path, "hnet").read_text())
     assert again["runs"][0]["scenarios"] == first["runs"][0]["scenarios"]
 
 
@@ -83,9 +96,9 @@ def test_replay_method_through_the_cli(tmp_path, capsys):
                "--out", str(tmp_path), *TINY])
     assert rc == 0
     assert "99.83 ± 0.01" in capsys.readouterr().out  # the paper's Table 2 column is printed next to ours
-    data = json.loads((tmp_path / "split_mnist_lstm_net_grow+r_quick.json").read_text())
+    data = json.loads(result_file(tmp_path, "lstm_net_grow+r").read_text())
     assert len(data["runs"][0]["scenarios"]["cl3"]["matrix"]) == 5
-    assert (tmp_path / "split_mnist_lstm_net_grow+r_quick_samples_seed0.png").read_bytes()[:4] == b"\x89PNG"
+    assert (result_file(tmp_path, "lstm_net_grow+r").parent / (result_file(tmp_path, "lstm_net_grow+r").stem + "_samples_seed0.png")).read_bytes()[:4] == b"\x89PNG"
     from hypercl.cli import _methods
     from hypercl.replay import REPLAY_METHODS
 
@@ -101,16 +114,16 @@ def test_parallel_seeds_equal_sequential_seeds_through_the_cli(tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "seq")]) == 0
     assert main([*args, "--out", str(tmp_path / "par"), "--parallel-seeds"]) == 0
     assert "finetune is not a hypernetwork classifier" in capsys.readouterr().out
-    seq = json.loads((tmp_path / "seq" / "split_mnist_hnet_quick.json").read_text())
-    par = json.loads((tmp_path / "par" / "split_mnist_hnet_quick.json").read_text())
+    seq = json.loads(result_file(tmp_path / "seq", "hnet").read_text())
+    par = json.loads(result_file(tmp_path / "par", "hnet").read_text())
     assert par["parallel_seeds"] and not seq["parallel_seeds"]
     for rs, rp in zip(seq["runs"], par["runs"]):
         assert rs["seed"] == rp["seed"] and rp["parallel_seeds"] == 2
         for s in ("cl1", "cl3"):
             for a, b in zip(rs["scenarios"][s]["matrix"][-1], rp["scenarios"][s]["matrix"][-1]):
                 assert a == pytest.approx(b, abs=0.026)  # one test image of 40 either way
-    assert (tmp_path / "par" / "checkpoints" / "split_mnist_hnet_all_seed1.pt").exists()
+    assert checkpoint_file(tmp_path / "par", "hnet", "cl1+cl3", 1).exists()
     # resume from the ensemble's per-seed checkpoints: nothing left to train, same numbers
     assert main([*args, "--out", str(tmp_path / "par"), "--parallel-seeds", "--resume"]) == 0
-    again = json.loads((tmp_path / "par" / "split_mnist_hnet_quick.json").read_text())
+    again = json.loads(result_file(tmp_path / "par", "hnet").read_text())
     assert again["runs"][1]["scenarios"]["cl3"]["matrix"] == par["runs"][1]["scenarios"]["cl3"]["matrix"]
