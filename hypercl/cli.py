@@ -242,14 +242,15 @@ class _Refusal(Exception):
     """A bad argument found before any data is loaded: one line for the user."""
 
 
-def _check_out_folder(out: Path) -> None:
+def _check_out_folder(out: Path, sub: Optional[str] = "checkpoints") -> None:
     if out.exists() and not out.is_dir():
         raise _Refusal(f"--out {out} is a file; give a folder (it will hold the results JSON, PNGs and checkpoints)")
     try:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        folder = out / sub if sub else out
+        folder.mkdir(parents=True, exist_ok=True)
         import tempfile
 
-        with tempfile.NamedTemporaryFile(dir=out / "checkpoints", prefix=".write-test."):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
             pass
     except OSError as e:
         raise _Refusal(f"--out {out} is not writable ({e.strerror or e}); choose a folder you can write") from None
@@ -504,7 +505,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out.is_dir() or str(args.out).endswith("/"):
         args.out = args.out / "bench.json"  # --out takes a folder, like run
     try:
-        _check_out_folder(args.out.parent)
+        _check_out_folder(args.out.parent, sub=None)
     except _Refusal as e:
         print(f"hypercl bench: {e}", file=sys.stderr)
         return 2
@@ -517,6 +518,25 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     from .learner import NonFiniteLossError
 
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
+    problems = [f"--{name.replace('_', '-')} must be at least 1, got {v}" for name in
+                ("seeds", "steps", "iterations", "epochs", "max_train_per_task", "max_test_per_task", "threads")
+                for v in [getattr(args, name)] if v is not None and v < 1]
+    if args.values is not None and not args.values:
+        problems.append("--values is empty; give comma-separated numbers")
+    if args.values is not None and any(not v > 0 for v in args.values):
+        problems.append(f"--values must all be positive, got {args.values}")
+    if args.scenario is not None and not args.scenario:
+        problems.append("--scenario is empty; give cl1, cl2, cl3, a list, or 'all'")
+    if args.methods is not None and not args.methods.strip(" ,"):
+        problems.append("--methods is empty; give comma-separated method names or leave it out")
+    try:
+        _check_data_root(args.data_root)
+        _check_out_folder(args.out, sub=None)
+    except _Refusal as e:
+        problems.append(str(e))
+    if problems:
+        print(f"hypercl ablation: {problems[0]}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     overrides = {}

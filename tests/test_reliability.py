@@ -310,3 +310,26 @@ def test_val_size_holds_out_the_last_training_samples():
     perm = get_benchmark("permuted_mnist", root=DATA, num_tasks=2, max_train_per_task=30, max_test_per_task=5,
                          val_size=5)
     assert len(perm.tasks[1].y_train) == 25 and perm.tasks[1].val[0][:].shape[0] == 5
+
+
+@pytest.mark.parametrize("argv", [
+    ["ablation", "--kind", "beta", "--seeds", "0"],
+    ["ablation", "--kind", "beta", "--values", ","],
+    ["ablation", "--kind", "compression", "--iterations", "0"],
+    ["ablation", "--kind", "beta", "--benchmark", "nope"],
+    ["bench", "--steps", "0"],
+    ["bench", "--device", "foo"],
+    ["table"],
+])
+def test_other_commands_answer_bad_arguments_in_one_line(tmp_path, argv):
+    p = _run_cli(argv, tmp_path)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_bench_out_takes_a_folder(tmp_path, monkeypatch):
+    import hypercl.bench as bench_mod
+
+    seen = {}
+    monkeypatch.setattr(bench_mod, "main", lambda args: seen.setdefault("out", args.out) and 0)
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen["out"] == tmp_path / "bench.json"
