@@ -298,8 +298,9 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
             row += [str(n), f"{params.get('model', 0):,} ({params.get('compression_ratio', 0):.2f})",
                     f"{r.get('wall_time_s', 0):.0f}"]
             rows.append(row)
-        title = (f"{BENCHMARK_LABELS.get(bench, bench)} — test accuracy (%) after the last task (final) and right "
-                 "after each task (during): mean, sample std (sd), standard error (se = sd/sqrt(n)), n seeds")
+        title = (f"{BENCHMARK_LABELS.get(bench, bench)} — final average test accuracy (%) (every task after the last "
+                 "one) and during average (each task right after it was learned): mean, sample std (sd), standard "
+                 "error (se = sd/sqrt(n)), n seeds")
         if reduced:
             title += (" — REDUCED RUN (--quick: data subset, few steps; not comparable with the paper's "
                       "full-protocol numbers)")
