@@ -281,6 +281,38 @@ def _target_weights(cfg: dict) -> Optional[int]:
     return sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
 
 
+def _replay_dir(cfg: dict, method: str, checkpoints: Path) -> Path:
+    """A replay run's checkpoints live in a folder named by its fingerprint (hypercl/replay names the files)."""
+    from .experiments.identity import _hash
+
+    return checkpoints / f"{cfg['benchmark']['name']}_{method}_{_hash(cfg)}"
+
+
+def _check_replay_checkpoints(cfg: dict, method: str, seeds: list, checkpoints: Path,
+                              args: argparse.Namespace) -> None:
+    import json
+
+    from .experiments.identity import identity_diff
+
+    folder = _replay_dir(cfg, method, checkpoints)
+    mine = [p for s in seeds for p in folder.glob(f"*_seed{s}.pt")]
+    if mine and not args.resume:
+        raise _Refusal(f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
+                       "it, or remove it to train again")
+    if args.resume and not mine:
+        for other in sorted(checkpoints.glob(f"{cfg['benchmark']['name']}_{method}_*/run.json")):
+            if other.parent == folder or not any(other.parent.glob(f"*_seed{s}.pt") for s in seeds):
+                continue
+            try:
+                stored = json.loads(other.read_text())
+            except (OSError, ValueError):
+                stored = {}
+            diff = identity_diff({"config": stored}, {"config": cfg})
+            raise _Refusal(f"--resume: no checkpoint of this run in {checkpoints}; {other.parent.name} is another "
+                           f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
+                           "this one, or repeat the other run's settings")
+
+
 def _prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
     """Every check before data is loaded: returns {method: cfg} and the checkpoints to resume; raises _Refusal."""
     from .experiments import method_config
@@ -328,6 +360,7 @@ def _prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     for method, cfg in cfgs.items():
         if is_replay_method(method):
+            _check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
             continue
         for seed in seeds:
             for _, tag in run_tags(method, args.scenario):
@@ -397,8 +430,15 @@ def _run_jobs(args: argparse.Namespace, ctx, learner_kwargs: dict) -> int:  # no
                                               resume=args.resume)
             elif replay:
                 seed = job_seeds[0]
+                rdir = _replay_dir(cfg, method, out / "checkpoints")
+                if main_rank and not (rdir / "run.json").exists():
+                    import json as _json
+
+                    from .checkpoint import atomic_write_text
+
+                    atomic_write_text(_json.dumps(cfg, indent=1), rdir / "run.json")  # the identity, for --resume
                 new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
-                                            progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                            progress=not args.no_progress, checkpoint_dir=rdir,
                                             resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]
             else:
                 new_runs = [run_seed(cfg, bench, job_seeds[0], args.scenario, device=args.device,
