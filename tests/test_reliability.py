@@ -333,3 +333,17 @@ def test_bench_out_takes_a_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_mod, "main", lambda args: seen.setdefault("out", args.out) and 0)
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     assert seen["out"] == tmp_path / "bench.json"
+
+
+@needs_mnist
+def test_replay_checkpoints_are_kept_apart_and_not_overwritten(tmp_path, capsys):
+    args = ["run", "--benchmark", "split_mnist", "--method", "lwf", "--scenario", "cl1", "--out", str(tmp_path),
+            "--quick", *TINY]
+    assert main(args) == 0
+    ck = next((tmp_path / "checkpoints").glob("split_mnist_lwf_*/*_seed0.pt"))
+    before = ck.read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2 and "pass --resume" in capsys.readouterr().err and ck.read_bytes() == before
+    assert main([*args, "--lr", "0.01", "--resume"]) == 2
+    assert "train.lr: 0.001 -> 0.01" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
