@@ -64,10 +64,23 @@ def seq_tasks(n=192, seed=0):
 
 
 def token_task(n, keys, g, vocab=40, length=10, masked=True):
-    """Label = which of two key tokens sits early in the sequence; padded tails (attention_mask 0)."""
+    """Label = which of two key tokens the model may see.
+
+    masked=True (BERT): a random, non-prefix attention mask; the label's key sits at a random attended position and the
+    other key at a random masked one, so without the mask both keys are visible at exchangeable positions and the
+    task is at chance (0.49 measured with an all-ones mask). masked=False (GPT-2, ids only): the key sits early, the
+    tail is padding (token 0)."""
     ids = torch.randint(5, vocab, (n, length), generator=g)
     y = torch.randint(0, 2, (n,), generator=g)
-    ids[torch.arange(n), torch.randint(1, 4, (n,), generator=g)] = torch.tensor(keys)[y]
+    r, keys = torch.arange(n), torch.tensor(keys)
+    if masked:
+        order = torch.rand(n, length, generator=g).argsort(1)
+        pos_key, pos_other = order[:, 0], order[:, 1]
+        mask = (torch.rand(n, length, generator=g) < 0.5).long()
+        mask[r, pos_key], mask[r, pos_other] = 1, 0
+        ids[r, pos_key], ids[r, pos_other] = keys[y], keys[1 - y]
+        return {"input_ids": ids, "attention_mask": mask}, y
+    ids[r, torch.randint(1, 4, (n,), generator=g)] = keys[y]
     lengths = torch.randint(5, length + 1, (n,), generator=g)
     mask = (torch.arange(length)[None] < lengths[:, None]).long()
     return {"input_ids": ids * mask, "attention_mask": mask}, y
@@ -128,7 +141,7 @@ def test_bert_dict_batches_from_a_dataloader(strategy):
         loaders = [DataLoader(DictDataset(x, y), batch_size=48) for x, y in test]
         res = learner.evaluate(loaders, scenarios=["cl1", "cl2", "cl3"])
     assert seen_masks and all(seen_masks)  # the mask reached the model in training AND evaluation
-    assert res["cl1"]["average"] > 0.85, res["cl1"]
+    assert res["cl1"]["average"] > 0.85, res["cl1"]  # chance (0.5) if the mask were dropped: see token_task
     assert res["cl2"]["average"] > 0.7
     assert 0.0 <= res["cl3"]["average"] <= 1.0
     if strategy == "iwr":
@@ -146,7 +159,7 @@ def test_gpt2_with_tied_embeddings_and_a_cache_in_its_output():
     g = torch.Generator().manual_seed(1)
     tasks = []
     for keys in ([1, 2], [3, 4]):
-        x, y = token_task(160, keys, g, vocab=30, length=8)
+        x, y = token_task(160, keys, g, vocab=30, length=8, masked=False)
         tasks.append((x["input_ids"], y))
     learner = hypercl.ContinualLearner(tiny_hnet(target, generator="lstm"), strategy="iwr",
                                        strategy_kwargs={"fisher_samples": 32}, lr=3e-3, batch_size=32)
