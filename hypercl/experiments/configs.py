@@ -26,7 +26,8 @@ import copy
 from typing import Any
 
 __all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK",
-           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY", "HNET_INIT", "LSTM_INIT", "INIT_SCHEMES",
+           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY", "HNET_INIT", "RECURRENT_INIT", "LSTM_INIT",
+           "INIT_SCHEMES",
            "GROW_NEW_TASK"]
 
 #: method name -> (generator, strategy)
@@ -40,8 +41,10 @@ HNET_METHODS: dict[str, tuple[str, str]] = {
 }
 #: hypernetwork init scheme per method (``HyperNetwork(init=...)``, ``--hnet-init``). HNET and HNET_IWR: von Oswald
 #: et al.'s own init ("von_oswald": xavier weights, zero biases, N(0, 1) embeddings; mnist/train_utils.py of GitHub
-#: chrhenning/hypercl). The recurrent (LSTM/GRU) methods: not decided yet -- LSTM_INIT is the one place to change it.
-LSTM_INIT = "target_scale"
+#: chrhenning/hypercl). The recurrent (LSTM/GRU) methods: not decided yet -- RECURRENT_INIT is the one place to change
+#: it (LSTM_INIT is the same constant under its older name).
+RECURRENT_INIT = "target_scale"
+LSTM_INIT = RECURRENT_INIT
 HNET_INIT: dict[str, str] = {"hnet": "von_oswald", "hnet_iwr": "von_oswald"}
 INIT_SCHEMES = ("von_oswald", "target_scale")
 #: GROW (seed paper 3.3): a new task's w^t, W^t start as a copy of the previous task's (``--grow-new-task``)
@@ -145,7 +148,7 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
     if method in HNET_METHODS:
         generator, strategy = HNET_METHODS[method]
         gen_cfg = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
-        cfg["hypernetwork"] = {"generator": generator, **gen_cfg, "init": HNET_INIT.get(method, LSTM_INIT)}
+        cfg["hypernetwork"] = {"generator": generator, **gen_cfg, "init": HNET_INIT.get(method, RECURRENT_INIT)}
         cfg["output_layout"] = base["hnet_output_layout"]
         cfg["strategy"] = {"name": strategy, "kwargs": {}}
         if strategy in ("hnet", "iwr"):

@@ -93,8 +93,9 @@ def _merge_runs(old_runs: list[dict], new_runs: list[dict]) -> list[dict]:
             continue
         cur = by_seed[seed]
         cur["scenarios"].update(r["scenarios"])
-        for key in ("train_log", "identity"):
-            cur.setdefault(key, {}).update(r.get(key, {}))
+        for key in ("train_log", "identity", "val"):
+            if key in r:
+                cur.setdefault(key, {}).update(r[key])
         for key in ("params", "wall_time_s", "parallel_seeds"):
             if key in r:
                 cur[key] = r[key]

@@ -32,7 +32,8 @@ from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
 
 __all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method",
-           "run_tags", "checkpoint_path", "check_checkpoint", "ResumeError"]
+           "run_tags", "checkpoint_path", "check_checkpoint", "ResumeError", "after_fit_task", "val_sets",
+           "val_summary"]
 
 
 class ResumeError(ValueError):
@@ -86,9 +87,45 @@ def check_checkpoint(cfg: dict, tag: str, seed: int, checkpoint_dir: Path, resum
     return None
 
 
-def _save(learner: ContinualLearner, path: Path, cfg: dict, tag: str, seed: int) -> None:
-    """:meth:`ContinualLearner.save` plus the run identity (``state["run"]``), atomic and digest-stamped."""
-    atomic_save({**learner.state(), "run": run_identity(cfg, tag, seed)}, path)
+def _save(learner: ContinualLearner, path: Path, cfg: dict, tag: str, seed: int,
+          val_history: Optional[dict] = None) -> None:
+    """:meth:`ContinualLearner.save` plus the run identity (``state["run"]``) and the validation-split rows
+    (``state["val_history"]``, when ``--val-size`` > 0), atomic and digest-stamped."""
+    state = {**learner.state(), "run": run_identity(cfg, tag, seed)}
+    if val_history:
+        state["val_history"] = val_history
+    atomic_save(state, path)
+
+
+def after_fit_task(learner: ContinualLearner, task_id: int, task: Any) -> None:
+    """The hook the runner calls right after each task's ``fit_task`` (before that task's evaluation and checkpoint):
+    ``(learner, task_id, task)``, ``task`` being the benchmark task (``task.val`` holds its validation split when
+    ``--val-size`` > 0). Does nothing; per-task calibration plugs in here (pass ``after_fit=`` to :func:`run_seed`,
+    or replace this function). Whatever it stores must live in the learner's state to survive ``--resume``."""
+
+
+def val_sets(bench: Any) -> Optional[list]:
+    """Each task's validation split ``(X, Y)`` (``--val-size`` > 0), or ``None`` when the benchmark holds none."""
+    vals = [getattr(t, "val", None) for t in bench.tasks]
+    return vals if vals and all(v is not None for v in vals) else None
+
+
+def val_summary(rows: list) -> dict:
+    """The validation-split accuracy matrix of one scenario (rows as :meth:`ContinualLearner.evaluate` gives them,
+    one per learned task) and its final average (all tasks after the last) and during average (each task right after
+    learning it), plus the CL2/CL3 task-inference accuracy of the last row where it exists."""
+    out: dict[str, Any] = {"rows": rows}
+    if rows:
+        last = rows[-1]["accuracy"]
+        out["final_average"] = sum(last.values()) / len(last)
+        during = [r["accuracy"][str(r["after_task"])] if str(r["after_task"]) in r["accuracy"]
+                  else r["accuracy"][r["after_task"]] for r in rows]
+        out["during_average"] = sum(during) / len(during)
+        ti = rows[-1].get("task_inference") or {}
+        ti = [v for v in ti.values() if v is not None]
+        if ti:
+            out["final_task_inference"] = sum(ti) / len(ti)
+    return out
 
 
 def is_hnet_method(method: str) -> bool:
@@ -181,8 +218,11 @@ def _train_sequence(
     on_task: Optional[Callable[[int], None]] = None,
     epochs: Optional[int] = None,
     save: Optional[Callable[[ContinualLearner, Path], None]] = None,
+    after_fit: Optional[Callable[[ContinualLearner, int, Any], None]] = None,
+    val_history: Optional[dict] = None,
 ) -> ContinualLearner:
     start = len(learner.learned_tasks)
+    vals = val_sets(bench) if val_history is not None else None
     for t in range(start, bench.num_tasks):
         set_task = getattr(learner.train_transform, "set_task", None)
         if set_task is not None:
@@ -191,7 +231,14 @@ def _train_sequence(
             learner.fit_task(t, bench.tasks[t], epochs=epochs)
         else:
             learner.fit_task(t, bench.tasks[t], iterations=iterations)
+        (after_fit or after_fit_task)(learner, t, bench.tasks[t])
         learner.evaluate(bench.tasks, scenarios=list(scenarios))
+        if vals is not None:  # the validation splits: for model selection, never recorded in the test matrix
+            res = learner.evaluate(vals, scenarios=list(scenarios), record=False)
+            for s in scenarios:
+                val_history.setdefault(s, []).append(
+                    {"after_task": t, "accuracy": {str(k): v for k, v in res[s]["accuracy"].items()},
+                     "task_inference": {str(k): v for k, v in res[s]["task_inference"].items()}})
         if checkpoint is not None and is_main_process():
             (save or (lambda lrn, p: lrn.save(p)))(learner, checkpoint)  # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
         if on_task is not None:
@@ -216,10 +263,14 @@ def run_seed(
     resume: bool = False,
     on_task: Optional[Callable[[int], None]] = None,
     learner_kwargs: Optional[dict] = None,
+    after_fit: Optional[Callable[[ContinualLearner, int, Any], None]] = None,
 ) -> dict:
     """One seed of one method: returns per-scenario results, parameter counts and wall time (plain data).
 
-    ``learner_kwargs`` (``distributed``, ``compile``, ``autocast_dtype``) go to every learner, also a resumed one."""
+    ``learner_kwargs`` (``distributed``, ``compile``, ``autocast_dtype``) go to every learner, also a resumed one.
+    ``after_fit(learner, task_id, task)`` runs after each task's ``fit_task`` (default :func:`after_fit_task`).
+    With validation splits (``--val-size`` > 0) the result holds ``"val"``: per scenario the validation-split
+    accuracy rows and their final/during averages (:func:`val_summary`)."""
     learner_kwargs = dict(learner_kwargs or {})
     scenarios = [check_scenario(s) for s in scenarios]
     t0 = time.perf_counter()
@@ -232,8 +283,11 @@ def run_seed(
         if checkpoint_dir is not None:
             ckpt = checkpoint_path(cfg, tag, seed, checkpoint_dir)
         out["identity"][tag] = run_identity(cfg, tag, seed)["id"]
+        val_history: Optional[dict] = {} if val_sets(bench) is not None else None
         if resume and ckpt is not None and ckpt.exists():
             check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)  # same identity, else ResumeError
+            if val_history is not None:
+                val_history.update(load_checkpoint(ckpt, map_location="cpu").get("val_history") or {})
             learner = ContinualLearner.load(ckpt, device=device, progress=progress,
                                             distributed=learner_kwargs.get("distributed"))
             for flag in ("compile", "compile_options", "autocast_dtype"):
@@ -245,9 +299,12 @@ def run_seed(
         else:
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
         _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs,
-                        save=lambda lrn, p, _tag=tag: _save(lrn, p, cfg, _tag, seed))
+                        save=lambda lrn, p, _tag=tag, _vh=val_history: _save(lrn, p, cfg, _tag, seed, _vh),
+                        after_fit=after_fit, val_history=val_history)
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
+            if val_history is not None:
+                out.setdefault("val", {})[s] = val_summary(val_history.get(s, []))
         out["train_log"][tag] = {str(k): v for k, v in learner.train_log.items()}
         out["params"] = _param_counts(learner)
     out["wall_time_s"] = time.perf_counter() - t0
