@@ -203,12 +203,13 @@ def test_recurrent_targets_every_strategy_and_cl3(cell):
             assert all(torch.isfinite(f).all() for f in learner.strategy.fisher.values())
 
 
-def test_loop_fallback_gives_the_vmapped_numbers():
+@pytest.mark.parametrize("cell,op", [("LSTM", "aten::lstm"), ("GRU", "aten::gru"), ("RNN", "aten::rnn_tanh")])
+def test_loop_fallback_gives_the_vmapped_numbers(cell, op):
     torch.manual_seed(0)
-    rnn_target = hypercl.wrap(RNNClassifier("GRU").eval())
+    rnn_target = hypercl.wrap(RNNClassifier(cell).eval())
     stacked = {n: torch.randn(3, *s) * 0.3 for n, s in rnn_target.param_shapes.items()}
     x = torch.randn(7, 5, 3)
-    with pytest.warns(VmapFallbackWarning, match="aten::gru"):
+    with pytest.warns(VmapFallbackWarning, match=op):
         got = rnn_target.batched(stacked, x)
     expected = torch.stack([rnn_target({n: v[i] for n, v in stacked.items()}, x) for i in range(3)])
     assert torch.allclose(got, expected, atol=1e-6)
