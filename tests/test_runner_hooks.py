@@ -59,3 +59,31 @@ def test_val_results_in_the_json_only_with_val_size(tmp_path):
     run_a, run_b = json.loads(a.read_text())["runs"][0], json.loads(b.read_text())["runs"][0]
     assert len(run_a["val"]["cl1"]["rows"]) == 5 and "val" not in run_b
     assert a.name != b.name  # --val-size is part of the identity
+
+
+@needs_mnist
+def test_checkpoint_missing_an_entry_or_corrupt_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from hypercl.checkpoint import atomic_save, load_checkpoint
+
+    args = [sys.executable, "-m", "hypercl", "run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario",
+            "cl1", "--quick", "--iterations", "2", "--max-train-per-task", "40", "--max-test-per-task", "20",
+            "--no-progress", "--out", str(tmp_path), "--resume"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(args, env=env, capture_output=True, text=True).returncode == 0
+    (ck,) = sorted((tmp_path / "checkpoints").glob("*.pt"))
+    state = load_checkpoint(ck)
+    del state["history"]
+    atomic_save(state, ck)  # a valid digest, but not a complete learner state
+    r = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "lacks the entry" in r.stderr and ck.name in r.stderr
+    raw = bytearray(ck.read_bytes())
+    i = raw.find(b"data/0") + 200  # inside the first tensor's bytes
+    raw[i] ^= 0xFF
+    ck.write_bytes(bytes(raw))
+    r = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "corrupt" in r.stderr or "not a readable" in r.stderr

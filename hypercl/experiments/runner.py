@@ -288,8 +288,11 @@ def run_seed(
             check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)  # same identity, else ResumeError
             if val_history is not None:
                 val_history.update(load_checkpoint(ckpt, map_location="cpu").get("val_history") or {})
-            learner = ContinualLearner.load(ckpt, device=device, progress=progress,
-                                            distributed=learner_kwargs.get("distributed"))
+            try:
+                learner = ContinualLearner.load(ckpt, device=device, progress=progress,
+                                                distributed=learner_kwargs.get("distributed"))
+            except KeyError as e:  # digest-valid but not a complete learner state (another tool, an older layout)
+                raise CheckpointError(f"{ckpt} lacks the entry {e}; remove it to train this seed again") from None
             for flag in ("compile", "compile_options", "autocast_dtype"):
                 if flag in learner_kwargs:
                     setattr(learner, flag, learner_kwargs[flag])
