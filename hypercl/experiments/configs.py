@@ -80,8 +80,9 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         "chunked_mlp": {"hidden_size": [25, 25], "activation": "elu", "chunk_size": 78000, "task_emb_dim": 24,
                         "chunk_emb_dim": 8},
         "recurrent": {"hidden_size": 64, "chunk_size": 30000, "task_emb_dim": 96, "chunk_emb_dim": 96},
-        # lookahead on: von Oswald et al.'s mnist/train_args_default.py sets ``config.no_lookahead = False`` for
-        # Permuted MNIST (GitHub chrhenning/hypercl)
+        # lookahead on: von Oswald et al.'s mnist/train_args_default.py, ``_set_default_permuted``, sets
+        # ``config.no_lookahead = False`` for Permuted MNIST (GitHub chrhenning/hypercl at commit
+        # e32567889f772f8de783a437ff0beb2d426bc7b6)
         "regularizer": {"beta": 0.1, "lookahead": True},
         # eq. 4 on a random subset: 5000 of the 60000 samples per task keeps the Fisher pass short on a CPU
         "fisher_samples": 5000,
