@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """The Split MNIST fidelity campaign of issue 13: many seeds per method, resumable, merged per run identity and seed.
 
-    python scripts/fidelity.py work  --out results/fidelity     # a worker: claims and runs (variant, seed) jobs
-    python scripts/fidelity.py table --out results/fidelity     # n, mean, sample std, standard error per cell
+    python scripts/fidelity.py work  --out docs/fidelity     # a worker: claims and runs (variant, seed) jobs
+    python scripts/fidelity.py table --out docs/fidelity     # n, mean, sample std, standard error per cell
+
+(``docs/fidelity/runs/*.json`` are the committed per-seed records; checkpoints and claims there are git-ignored.)
 
 Start one worker per core (``OMP_NUM_THREADS=1 nohup python scripts/fidelity.py work ... &``); each claims the next job
 that has neither a result nor a live claim (``O_EXCL`` lock file), so workers never run a job twice. A result is one
@@ -25,9 +27,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +38,7 @@ import torch
 from hypercl.calibration import task_temperature
 from hypercl.checkpoint import atomic_write_text
 from hypercl.experiments.configs import method_config
-from hypercl.experiments.runner import build_benchmark, build_learner, run_seed
+from hypercl.experiments.runner import _stats, build_benchmark, build_learner, run_seed
 
 PROTOCOL = "fidelity-1"
 SCENARIOS = ("cl1", "cl2", "cl3")
@@ -192,11 +192,8 @@ def work(out: Path, data_root: Optional[str], only: Optional[set[str]]) -> None:
 
 # ---------------------------------------------------------------- table
 def stats(values: list[float]) -> dict:
-    """n, mean, sample std (n-1) and standard error std/sqrt(n); std and SE are None for n = 1."""
-    n = len(values)
-    mean = statistics.fmean(values) if n else None
-    std = statistics.stdev(values) if n > 1 else None
-    return {"n": n, "mean": mean, "std": std, "se": std / math.sqrt(n) if std is not None else None}
+    """n, mean, sample std (n-1) and standard error std/sqrt(n): the runner's tested summary (std, SE None at n=1)."""
+    return _stats(values)
 
 
 def fmt(st: dict, scale: float = 100.0) -> str:
@@ -253,7 +250,7 @@ def table(out: Path) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["work", "table", "jobs"])
-    ap.add_argument("--out", default="results/fidelity")
+    ap.add_argument("--out", default="docs/fidelity")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--only", default=None, help="comma-separated variants")
     a = ap.parse_args(argv)

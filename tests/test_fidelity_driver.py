@@ -1,0 +1,55 @@
+"""scripts/fidelity.py: every variant its own run identity, per-seed records grouped by identity, SE computed right."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location("fidelity", Path(__file__).parents[1] / "scripts" / "fidelity.py")
+fidelity = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(fidelity)
+
+
+def test_variants_have_distinct_identities_and_the_faithful_settings() -> None:
+    ids = {v: fidelity.identity(fidelity.variant_config(v)) for v in fidelity.VARIANTS}
+    assert len(set(ids.values())) == len(ids)
+    assert fidelity.variant_config("hnet")["hypernetwork"]["init"] == "von_oswald"
+    assert fidelity.variant_config("lstm_net_grow_fresh")["strategy"]["kwargs"]["new_task_weights"] == "fresh"
+    assert "validation" not in fidelity.variant_config("hnet")  # the faithful rows train on all training data
+    assert fidelity.variant_config("hnet+cal")["validation"]["size_per_task"] == fidelity.VAL_SIZE
+
+
+def _record(variant: str, seed: int, cl3: float) -> dict:
+    cfg = fidelity.variant_config(variant)
+    res = {s: {"final_average": cl3, "during_average": cl3, "task_inference": cl3, "final": [], "during": []}
+           for s in fidelity.SCENARIOS}
+    return {"variant": variant, "identity": fidelity.identity(cfg), "seed": seed, "config": cfg,
+            "run": {"test": {"raw": res}}}
+
+
+def test_table_reports_n_mean_std_and_standard_error(tmp_path: Path) -> None:
+    vals = [0.60, 0.66, 0.69]
+    for seed, v in enumerate(vals):
+        rec = _record("hnet", seed, v)
+        (tmp_path / "runs").mkdir(exist_ok=True)
+        fidelity.result_path(tmp_path, "hnet", seed).write_text(json.dumps(rec))
+    text = fidelity.table(tmp_path)
+    sd = statistics.stdev(vals)
+    cell = f"{100 * statistics.fmean(vals):.2f} ± {100 * sd:.2f} ({100 * sd / math.sqrt(3):.2f})"
+    row = next(line for line in text.splitlines() if line.startswith("| hnet |"))
+    assert row.startswith("| hnet | 3 | 0,1,2 |") and cell in row
+
+
+def test_one_seed_prints_no_spread_and_duplicates_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    fidelity.result_path(tmp_path, "lstm_net", 0).write_text(json.dumps(_record("lstm_net", 0, 0.5)))
+    row = next(line for line in fidelity.table(tmp_path).splitlines() if line.startswith("| lstm_net |"))
+    assert "±" not in row and "50.00" in row
+    (tmp_path / "runs" / "copy.json").write_text(json.dumps(_record("lstm_net", 0, 0.7)))
+    with pytest.raises(SystemExit, match="duplicate seeds"):
+        fidelity.table(tmp_path)
