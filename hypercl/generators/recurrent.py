@@ -172,8 +172,9 @@ class RecurrentGenerator(Generator):
             shapes.append(self.task_bias_out[0].shape)
         out = [torch.empty(s, device=ref.device, dtype=ref.dtype) for s in shapes]
         if getattr(self, "init_scheme", "target_scale") == "von_oswald":
-            for t in out:
-                nn.init.zeros_(t) if t.ndim == 1 else nn.init.xavier_uniform_(t)
+            from ..hypernetwork import von_oswald_init_  # the one place of the scheme (imports this module)
+
+            von_oswald_init_((f"grow_task_tensor_{i}", t) for i, t in enumerate(out))
             return out
         bound = 1.0 / math.sqrt(self.hidden_size)
         scale = getattr(self, "output_scale", 1.0)
