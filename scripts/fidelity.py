@@ -3,6 +3,7 @@
 
     python scripts/fidelity.py work  --out docs/fidelity     # a worker: claims and runs (variant, seed) jobs
     python scripts/fidelity.py table --out docs/fidelity     # n, mean, sample std, standard error per cell
+    python scripts/fidelity.py verify --variant hnet --seed 3  # re-run one record from its own config, compare
 
 (``docs/fidelity/runs/*.json`` are the committed per-seed records; checkpoints and claims there are git-ignored.)
 
@@ -28,7 +29,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -142,19 +146,65 @@ def _run_calibrated(cfg: dict, bench: Any, seed: int) -> dict:
             "val": {k: {s: _summary(val_rows[k][s], tasks) for s in SCENARIOS} for k in val_rows}}
 
 
-def run_job(out: Path, variant: str, seed: int, data_root: Optional[str]) -> dict:
-    cfg = variant_config(variant)
+#: the code whose state decides the numbers (a change elsewhere, e.g. in docs/, leaves a record's code clean)
+CODE_PATHS = ("hypercl", "scripts", "pyproject.toml")
+
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def environment() -> dict:
+    """What besides the configuration decides a record's digits: the code version (commit, and whether the code
+    differed from it), the torch build, the thread count and the CPU kernel path torch dispatched to."""
+    status = _git("status", "--porcelain", "--", *CODE_PATHS)
+    return {"commit": _git("rev-parse", "HEAD"), "code_clean": None if status is None else status == "",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"), "cpu": _cpu_model(),
+            "python": platform.python_version(), "numpy": _numpy_version(), "machine": platform.machine()}
+
+
+def _numpy_version() -> Optional[str]:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return str(numpy.__version__)
+
+
+def run_job(out: Path, variant: str, seed: int, data_root: Optional[str], cfg: Optional[dict] = None,
+            ckpt_root: Optional[Path] = None) -> dict:
+    """Train and evaluate one (variant, seed); ``cfg`` (default: the variant's current config) is what a
+    :func:`verify` re-run passes from a record. Checkpoints go under ``ckpt_root`` (default ``out/runs/ckpt``)."""
+    cfg = variant_config(variant) if cfg is None else cfg
     bench = build_benchmark(cfg, data_root)
     if "validation" in cfg:
         run = _run_calibrated(cfg, bench, seed)
     else:
-        ckpt = out / "runs" / "ckpt" / f"{variant}-{identity(cfg)}"
+        ckpt = (ckpt_root or out / "runs" / "ckpt") / f"{variant}-{identity(cfg)}"
         ckpt.mkdir(parents=True, exist_ok=True)
         raw = run_seed(cfg, bench, seed, scenarios=SCENARIOS, checkpoint_dir=ckpt, resume=True)
         run = {"seed": seed, "wall_time_s": raw["wall_time_s"], "params": raw.get("params"),
                "test": {"raw": {s: _from_results(raw["scenarios"][s]) for s in SCENARIOS}}}
     return {"variant": variant, "identity": identity(cfg), "protocol": PROTOCOL, "seed": seed, "config": cfg,
-            "command": f"python scripts/fidelity.py work --out {out}", "torch": torch.__version__, "run": run}
+            "command": f"python scripts/fidelity.py work --out {out}", "torch": torch.__version__,
+            "environment": environment(), "run": run}
 
 
 def _from_results(r: dict) -> dict:
@@ -188,6 +238,74 @@ def work(out: Path, data_root: Optional[str], only: Optional[set[str]]) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed} done in {time.perf_counter() - t0:.0f} s: "
               + ", ".join(f"{s} {100 * record['run']['test']['raw'][s]['final_average']:.2f}" for s in SCENARIOS),
               flush=True)
+
+
+# ---------------------------------------------------------------- verify
+def find_record(out: Path, variant: str, seed: int) -> Path:
+    """The record of (variant, seed): the one of the variant's current identity, else the only one there is."""
+    current = result_path(out, variant, seed)
+    if current.exists():
+        return current
+    found = sorted((out / "runs").glob(f"{variant}-*-seed{seed}.json"))
+    found = [p for p in found if p.name.count("-") == current.name.count("-")]  # not "hnet_iwr" for "hnet"
+    if len(found) != 1:
+        raise SystemExit(f"verify: {len(found)} records of {variant} seed {seed} in {out / 'runs'}"
+                         + (f" ({', '.join(p.name for p in found)}): name one with --record" if found else ""))
+    return found[0]
+
+
+def accuracies(run: dict, prefix: str = "") -> dict[str, float]:
+    """Every accuracy of a record's ``run`` (test and validation, raw and calibrated: averages, per-task lists and
+    task inference) as a flat {path: value}; wall times, parameter counts and temperatures are not accuracies."""
+    flat: dict[str, float] = {}
+    for split in ("test", "val"):
+        for kind, scen in (run.get(split) or {}).items():
+            for s, cells in scen.items():
+                for key, value in cells.items():
+                    path = f"{prefix}{split}.{kind}.{s}.{key}"
+                    if isinstance(value, list):
+                        flat.update({f"{path}[{i}]": v for i, v in enumerate(value)})
+                    else:
+                        flat[path] = value
+    return flat
+
+
+def compare(record: dict, rerun: dict) -> list[str]:
+    """The differences between two records' accuracies, one line each (empty: every accuracy matches exactly)."""
+    a, b = accuracies(record["run"]), accuracies(rerun["run"])
+    lines = [f"{k}: record {a.get(k)!r}, re-run {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return lines
+
+
+def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_path: Optional[Path] = None) -> int:
+    """Re-run one job from its record's own config (not today's variant config), with the record's thread count,
+    and report whether every accuracy equals the record's exactly. Returns 0 when all match, 1 otherwise."""
+    path = record_path or find_record(out, variant, seed)
+    record = json.loads(path.read_text())
+    cfg = record["config"]
+    if identity(cfg) != record["identity"]:
+        print(f"verify: {path.name}: its config does not hash to its identity {record['identity']} "
+              f"({identity(cfg)}): the record was edited")
+        return 1
+    env = record.get("environment") or {}
+    threads = int(env.get("threads") or 1)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="hypercl-verify-") as tmp:  # never resume the campaign's checkpoints
+        rerun = run_job(out, record["variant"], int(record["seed"]), data_root, cfg=cfg, ckpt_root=Path(tmp))
+    now = rerun["environment"]
+    for key in ("commit", "code_clean", "torch", "threads", "cpu_capability", "cpu"):
+        if env.get(key) != now.get(key):
+            print(f"  environment {key}: record {env.get(key)!r}, here {now.get(key)!r}")
+    diffs = compare(record, rerun)
+    n = len(accuracies(record["run"]))
+    if diffs:
+        print(f"verify {path.name}: {len(diffs)} of {n} accuracies differ")
+        for line in diffs:
+            print("  " + line)
+        return 1
+    print(f"verify {path.name}: all {n} accuracies match the record exactly "
+          f"({threads} thread(s), {now['cpu_capability']}, torch {now['torch']})")
+    return 0
 
 
 # ---------------------------------------------------------------- table
@@ -249,12 +367,23 @@ def table(out: Path) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["work", "table", "jobs"])
+    ap.add_argument("what", choices=["work", "table", "jobs", "verify"])
     ap.add_argument("--out", default="docs/fidelity")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--only", default=None, help="comma-separated variants")
+    ap.add_argument("--variant", default=None, help="verify: the record's variant")
+    ap.add_argument("--seed", type=int, default=None, help="verify: the record's seed")
+    ap.add_argument("--record", default=None, help="verify: a record file (default: found from --variant/--seed)")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if a.what == "verify":
+        if a.record is None and (a.variant is None or a.seed is None):
+            ap.error("verify needs --variant and --seed (or --record FILE)")
+        rec = Path(a.record) if a.record else None
+        if rec is not None:
+            data = json.loads(rec.read_text())
+            a.variant, a.seed = data["variant"], data["seed"]
+        return verify(out, a.variant, a.seed, a.data_root, rec)
     if a.what == "work":
         work(out, a.data_root, set(a.only.split(",")) if a.only else None)
     elif a.what == "jobs":

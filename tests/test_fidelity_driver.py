@@ -53,3 +53,61 @@ def test_one_seed_prints_no_spread_and_duplicates_are_refused(tmp_path: Path) ->
     (tmp_path / "runs" / "copy.json").write_text(json.dumps(_record("lstm_net", 0, 0.7)))
     with pytest.raises(SystemExit, match="duplicate seeds"):
         fidelity.table(tmp_path)
+
+
+def _mnist_available() -> bool:
+    from hypercl.data.paths import resolve_data_root
+
+    return (resolve_data_root() / "MNIST" / "raw").is_dir()
+
+
+def test_compare_names_every_differing_accuracy_including_per_task_lists() -> None:
+    rec = _record("hnet", 0, 0.5)
+    rec["run"]["test"]["raw"]["cl3"]["final"] = [0.9, 0.8]
+    other = json.loads(json.dumps(rec))
+    assert fidelity.compare(rec, other) == []
+    other["run"]["test"]["raw"]["cl3"]["final"][1] = 0.81
+    other["run"]["test"]["raw"]["cl2"]["during_average"] = 0.51
+    diffs = fidelity.compare(rec, other)
+    assert len(diffs) == 2 and any("cl3.final[1]" in d for d in diffs) and any("cl2.during_average" in d for d in diffs)
+
+
+def test_environment_names_code_version_threads_and_kernel_path() -> None:
+    env = fidelity.environment()
+    for key in ("commit", "code_clean", "torch", "threads", "cpu_capability", "cpu"):
+        assert key in env
+    assert env["threads"] == __import__("torch").get_num_threads()
+
+
+@pytest.mark.skipif(not _mnist_available(), reason="MNIST/raw not found where the library looks (set HYPERCL_DATA)")
+def test_verify_passes_on_a_fresh_record_and_detects_a_one_digit_edit(tmp_path: Path, capsys) -> None:
+    import torch
+
+    cfg = fidelity.variant_config("hnet")
+    cfg["quick"] = True
+    cfg["train"]["iterations"] = 5
+    cfg["benchmark"]["max_train_per_task"] = 256
+    cfg["benchmark"]["max_test_per_task"] = 64
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rec = fidelity.run_job(tmp_path, "hnet", 0, None, cfg=cfg, ckpt_root=tmp_path / "ckpt")
+    finally:
+        torch.set_num_threads(threads)
+    assert rec["environment"]["threads"] == 1
+    path = tmp_path / "runs" / "hnet-rec-seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    try:
+        assert fidelity.verify(tmp_path, "hnet", 0, None, record_path=path) == 0
+        # one digit of one accuracy changed in the file's text: verify must fail and name it
+        text = path.read_text()
+        key = '"final_average": 0.'
+        i = text.index(key, text.index('"cl2"')) + len(key)
+        digit = text[i]
+        path.write_text(text[:i] + str((int(digit) + 1) % 10) + text[i + 1:])
+        capsys.readouterr()
+        assert fidelity.verify(tmp_path, "hnet", 0, None, record_path=path) == 1
+        assert "cl2.final_average" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
