@@ -277,9 +277,11 @@ def compare(record: dict, rerun: dict) -> list[str]:
     return lines
 
 
-def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_path: Optional[Path] = None) -> int:
-    """Re-run one job from its record's own config (not today's variant config), with the record's thread count,
-    and report whether every accuracy equals the record's exactly. Returns 0 when all match, 1 otherwise."""
+def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_path: Optional[Path] = None,
+           threads: Optional[int] = None) -> int:
+    """Re-run one job from its record's own config (not today's variant config), with the record's thread count
+    (or ``threads``, to measure what another count does), and report whether every accuracy equals the record's
+    exactly. Returns 0 when all match, 1 otherwise."""
     path = record_path or find_record(out, variant, seed)
     record = json.loads(path.read_text())
     cfg = record["config"]
@@ -288,7 +290,7 @@ def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_
               f"({identity(cfg)}): the record was edited")
         return 1
     env = record.get("environment") or {}
-    threads = int(env.get("threads") or 1)
+    threads = threads or int(env.get("threads") or 1)
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="hypercl-verify-") as tmp:  # never resume the campaign's checkpoints
         rerun = run_job(out, record["variant"], int(record["seed"]), data_root, cfg=cfg, ckpt_root=Path(tmp))
@@ -374,6 +376,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--variant", default=None, help="verify: the record's variant")
     ap.add_argument("--seed", type=int, default=None, help="verify: the record's seed")
     ap.add_argument("--record", default=None, help="verify: a record file (default: found from --variant/--seed)")
+    ap.add_argument("--threads", type=int, default=None, help="verify: thread count (default: the record's)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if a.what == "verify":
@@ -383,7 +386,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if rec is not None:
             data = json.loads(rec.read_text())
             a.variant, a.seed = data["variant"], data["seed"]
-        return verify(out, a.variant, a.seed, a.data_root, rec)
+        return verify(out, a.variant, a.seed, a.data_root, rec, a.threads)
     if a.what == "work":
         work(out, a.data_root, set(a.only.split(",")) if a.only else None)
     elif a.what == "jobs":
