@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grow-new-task", choices=["copy", "fresh"], default=None,
                      help="lstm_net_grow: a new task's weights start as a copy of the previous task's (default) "
                           "or as a fresh draw")
+    run.add_argument("--reg-tasks-per-step", type=int, default=None, metavar="K",
+                     help="hnet/iwr regularisers: each step regularise K old tasks drawn at random (an unbiased "
+                          "estimate of eq. 2/3, step cost flat in the number of tasks; default: all old tasks)")
+    run.add_argument("--reg-targets", choices=["stored", "online"], default=None,
+                     help="hnet/iwr regularisers: keep the old tasks' targets (stored, default) or generate them "
+                          "from a frozen copy of the hypernetwork each step (online: memory flat in the tasks)")
     run.add_argument("--val-size", type=int, default=None,
                      help="per task, hold out N training samples as a validation split (default 0 = none)")
 
@@ -198,6 +204,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.iterations is not None and args.epochs is not None:
         print("hypercl: give --iterations or --epochs, not both", file=sys.stderr)
         return 2
+    if args.reg_tasks_per_step is not None and args.reg_tasks_per_step < 1:
+        print(f"hypercl: --reg-tasks-per-step must be at least 1 (old tasks regularised per step; leave it out for "
+              f"all), got {args.reg_tasks_per_step}", file=sys.stderr)
+        return 2
+    if args.parallel_seeds and (args.reg_tasks_per_step is not None or args.reg_targets == "online"):
+        print("hypercl: --parallel-seeds regularises all old tasks with stored targets; drop --parallel-seeds to use "
+              "--reg-tasks-per-step or --reg-targets online", file=sys.stderr)
+        return 2
     if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
         print("hypercl: --resnet-depth/--resnet-widths apply to split_cifar only", file=sys.stderr)
         return 2
@@ -209,7 +223,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                        ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
                        ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None),
                        ("hnet_init", args.hnet_init), ("grow_new_task", args.grow_new_task),
-                       ("val_size", args.val_size)):
+                       ("val_size", args.val_size), ("reg_tasks_per_step", args.reg_tasks_per_step),
+                       ("reg_targets", args.reg_targets)):
         if value is not None:
             overrides[key] = value
     args.overrides = overrides

@@ -99,6 +99,10 @@ class SeedEnsemble:
                                  "(run the baselines without --parallel-seeds)")
             if not isinstance(m.strategy, (NoRegularizer, HNETRegularizer, Grow)):
                 raise ValueError(f"strategy {m.strategy.name!r} is not supported by SeedEnsemble")
+            if isinstance(m.strategy, HNETRegularizer) and (m.strategy.reg_tasks_per_step is not None
+                                                            or m.strategy.target_mode != "stored"):
+                raise ValueError("SeedEnsemble regularises all old tasks with stored targets; run seeds with "
+                                 "reg_tasks_per_step or targets='online' one after another (without --parallel-seeds)")
             if m.target.buffer_names:
                 raise ValueError("SeedEnsemble does not support targets with buffers (BatchNorm) yet; "
                                  "run the seeds one after another")

@@ -216,6 +216,11 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
         elif key == "fisher_samples":
             if cfg["strategy"]["name"] == "iwr":
                 cfg["strategy"]["kwargs"]["fisher_samples"] = int(value)
+        elif key in ("reg_tasks_per_step", "reg_targets"):
+            # eq. 2/3 options: enter the config (and the run identity) only when given, only for hnet/iwr strategies
+            if cfg["strategy"]["name"] in ("hnet", "iwr"):
+                name = "targets" if key == "reg_targets" else key
+                cfg["strategy"]["kwargs"][name] = value if key == "reg_targets" else int(value)
         elif key == "augment":
             if not value:
                 cfg.pop("augment", None)

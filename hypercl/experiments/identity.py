@@ -217,6 +217,13 @@ class RunConfig:
         fs = dict(self.strategy.kwargs).get("fisher_samples")
         if fs is not None and fs < 1:
             raise ConfigError(f"--fisher-samples must be at least 1, got {fs}")
+        k = dict(self.strategy.kwargs).get("reg_tasks_per_step")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ConfigError(f"--reg-tasks-per-step must be an integer of at least 1 (old tasks regularised per "
+                              f"step; leave it out for all), got {k}")
+        mode = dict(self.strategy.kwargs).get("targets")
+        if mode is not None and mode not in ("stored", "online"):
+            raise ConfigError(f"--reg-targets must be 'stored' or 'online', got {mode!r}")
         if self.hypernetwork is not None and self.hypernetwork.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1, got {self.hypernetwork.chunk_size}")
         return self
