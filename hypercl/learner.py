@@ -317,9 +317,7 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             raise ValueError(f"task_id must be an int >= 0, got {task_id!r}")
         k = self._infer_num_classes(source, num_classes)
         source.check(k)
-        self._register_task(task_id, k)
-        self.strategy.before_task(self, task_id)
-        self.optimizer = self._make_optimizer()
+        self.begin_task(task_id, k)
         self.hnet.train()
         self.target.train()
         losses = torch.zeros(self.check_every, device=self.device)
@@ -356,13 +354,50 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         if self.distributed is not None:
             self._release_distributed()  # the next task wraps its own trainable parameters
             self._sync_task_buffers(task_id)
+        self.end_task(task_id, data)
+        log = {"task": task_id, "steps": steps, "final_loss": window_mean}
+        self.train_log[task_id] = log
+        return log
+
+    def begin_task(self, task_id: int, num_classes: int) -> torch.optim.Optimizer:
+        """What :meth:`fit_task` does before its first step, for a training loop run elsewhere (e.g.
+        :class:`hypercl.avalanche.HyperCLStrategy`): register the task (its output units, a new task embedding,
+        fresh per-task buffers), run the strategy's ``before_task`` and build the task's optimizer (returned)."""
+        self._register_task(task_id, int(num_classes))
+        self.strategy.before_task(self, task_id)
+        self.optimizer = self._make_optimizer()
+        return self.optimizer
+
+    def end_task(self, task_id: int, data: Data) -> None:
+        """What :meth:`fit_task` does after its last step: freeze the task's embedding, run the strategy's
+        ``after_task`` with the task's training data (IWR's Fisher reads it) and mark the task learned."""
         if self.task_conditioned:
             self.hnet.task_embeddings[task_id].requires_grad_(False)  # old embeddings stay fixed
         self.strategy.after_task(self, task_id, data)
         self.learned_tasks.append(task_id)
-        log = {"task": task_id, "steps": steps, "final_loss": window_mean}
-        self.train_log[task_id] = log
-        return log
+
+    def task_logits(self, task_id: int, x: Any) -> torch.Tensor:
+        """The target's output on ``x`` under task ``task_id``'s weights and BatchNorm statistics (the training
+        forward: with gradients, in the target's current train/eval mode)."""
+        return self._forward(task_id, x)
+
+    def task_weights(self, task_ids: Sequence[int]) -> tuple[dict, Optional[dict]]:
+        """The weights of ``task_ids`` generated in one call, stacked ``(T, ...)``, and their per-task buffers
+        stacked the same way (``None`` without buffers); for a plain network the one weight set, ``T = 1``."""
+        ids = list(task_ids)
+        if not self.task_conditioned:
+            single = self.hnet(ids[-1])
+            return {n: w.unsqueeze(0) for n, w in single.items()}, None
+        stacked = self.hnet.generate(ids)
+        if not self.task_buffers:
+            return stacked, None
+        names = list(self.task_buffers[ids[0]])
+        return stacked, {n: torch.stack([self.task_buffers[t][n] for t in ids]) for n in names}
+
+    def batched_logits(self, weights: tuple[dict, Optional[dict]], x: Any) -> torch.Tensor:
+        """``(T, B, O)``: each weight set of :meth:`task_weights` applied to the batch ``x`` in one ``vmap`` call."""
+        stacked, bufs = weights
+        return self.target.batched(stacked, x, buffers=bufs, buffers_per_task=bufs is not None)
 
     # ------------------------------------------------------------------ Fisher (eq. 4) for IWR
     def task_fisher(
@@ -421,14 +456,10 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         self.hnet.eval()
         try:
             if self.task_conditioned:
-                stacked = self.hnet.generate(learned)
-                bufs = None
-                if self.task_buffers:
-                    names = list(self.task_buffers[learned[0]])
-                    bufs = {n: torch.stack([self.task_buffers[t][n] for t in learned]) for n in names}
+                weights = self.task_weights(learned)
 
                 def logits_of(xb: Any) -> torch.Tensor:
-                    return self.target.batched(stacked, xb, buffers=bufs, buffers_per_task=bufs is not None)
+                    return self.batched_logits(weights, xb)
             else:
                 single = self.hnet(learned[-1])
 
