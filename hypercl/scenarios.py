@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import torch
 
 __all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch",
-           "evaluate_task", "row_temperatures"]
+           "evaluate_task", "row_temperatures", "confusion_matrix"]
 
 SCENARIOS = ("cl1", "cl2", "cl3")
 OUTPUT_LAYOUTS = ("shared", "per_task")
@@ -106,6 +106,17 @@ def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures
     """Per-sample task inference: the row (task) with the lowest predictive entropy, ``(T, B, O)`` → ``(B,)``
     (each row's logits divided by its temperature first, when ``temperatures`` is given)."""
     return masked_entropy(logits, mask, temperatures).argmin(dim=0)
+
+
+def confusion_matrix(true_rows: torch.Tensor, inferred_rows: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """``(T, T)`` counts: ``[i, j]`` = samples of task row ``i`` whose task was inferred as row ``j`` (rows are positions
+    in the learned tasks; one ``bincount``)."""
+    true_rows, inferred_rows = torch.as_tensor(true_rows).long(), torch.as_tensor(inferred_rows).long()
+    if true_rows.shape != inferred_rows.shape:
+        raise ValueError(f"true and inferred tasks differ in shape: {tuple(true_rows.shape)} vs "
+                         f"{tuple(inferred_rows.shape)}")
+    flat = true_rows.reshape(-1) * num_tasks + inferred_rows.reshape(-1)
+    return torch.bincount(flat, minlength=num_tasks * num_tasks).reshape(num_tasks, num_tasks)
 
 
 def score_batch(
