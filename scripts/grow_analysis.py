@@ -48,11 +48,10 @@ VAL_SIZE = 1000
 def task_logits(learner: ContinualLearner, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """``(T, N, O)`` logits of every learned task's generated network on the inputs ``x`` (the candidates of the
     entropy rule, as :meth:`ContinualLearner.evaluate` runs them: all weights generated in one call)."""
-    learned = list(learner.learned_tasks)
     learner.hnet.eval()
     learner.target.eval()
-    stacked = learner.hnet.generate(learned)
-    return torch.cat([learner.target.batched(stacked, x[i:i + batch_size]) for i in range(0, len(x), batch_size)],
+    weights = learner.task_weights(list(learner.learned_tasks))
+    return torch.cat([learner.batched_logits(weights, x[i:i + batch_size]) for i in range(0, len(x), batch_size)],
                      dim=1)
 
 
