@@ -126,8 +126,9 @@ def report(args: argparse.Namespace) -> None:
     log = json.loads((Path(args.out) / "log.json").read_text())
     dest = Path(args.report)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    lines = ["| method | tasks learned | evaluated after task | mean CL1 acc. of all learned tasks | min | "
-             "mean acc. just learned | train s/task (last 5) | peak RSS MB | regulariser holds MB |", "|---" * 9 + "|"]
+    header = ("| method | tasks learned | evaluated after task | mean CL1 acc. of all learned tasks | min | "
+              "mean acc. just learned | train s/task (last 5) | peak RSS MB | regulariser holds MB |")
+    lines = [header, "|---" * 9 + "|"]
     for m, rows in log["tasks"].items():
         if not rows:
             continue
