@@ -22,11 +22,13 @@ from .checkpoint import atomic_write_text
 from .experiments.configs import method_config
 from .experiments.runner import build_learner
 from .learner import ContinualLearner
-from .strategies import Grow, IWRegularizer
+from .memory import peak_bytes
+from .strategies import Grow, HNETRegularizer, IWRegularizer
 from .target import wrap
 
 __all__ = ["interleaved_medians", "median_time", "prepare_learner", "bench_training_steps", "bench_cl3_eval",
-           "bench_task_scaling", "bench_flags", "bench_recurrent_target", "main"]
+           "bench_task_scaling", "bench_long_task_scaling", "model_state_bytes", "bench_flags",
+           "bench_recurrent_target", "main"]
 
 BENCH_METHODS = ("hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
 SHAPES = {  # benchmark -> (input dim, classes per task, total classes of the multi-head layout)
@@ -70,16 +72,20 @@ def _fake_bench(benchmark: str, num_tasks: int) -> SimpleNamespace:
 
 
 def prepare_learner(benchmark: str, method: str, task: int, device: torch.device,
-                    overrides: Optional[dict] = None) -> ContinualLearner:
+                    overrides: Optional[dict] = None, num_tasks: Optional[int] = None) -> ContinualLearner:
     """A learner in the state it has while learning task ``task`` (1-based): ``task - 1`` earlier tasks registered
-    and finished (regulariser targets stored, IWR Fisher vectors set, GROW weights frozen) without training them."""
+    and finished (regulariser targets stored, IWR Fisher vectors set, GROW weights frozen) without training them.
+    ``num_tasks``: the benchmark's task count (the size of a multi-head output layer; default the config's)."""
     cfg = method_config(benchmark, method, **(overrides or {}))
-    fake = _fake_bench(benchmark, max(task, 5 if benchmark == "split_mnist" else 10))
+    fake = _fake_bench(benchmark, num_tasks or max(task, 5 if benchmark == "split_mnist" else 10))
     learner = build_learner(cfg, fake, "cl1", seed=0, device=device, progress=False)
     k = fake.classes_per_task
+    # the output regularisers' before_task only matters for the current task (it replaces the previous targets)
+    regulariser = isinstance(learner.strategy, HNETRegularizer)
     for t in range(task - 1):
         learner._register_task(t, k)
-        learner.strategy.before_task(learner, t)
+        if not regulariser:
+            learner.strategy.before_task(learner, t)
         learner.hnet.task_embeddings[t].requires_grad_(False)
         if isinstance(learner.strategy, IWRegularizer):
             learner.strategy.fisher[t] = torch.rand(learner.target.num_params, device=device) * 2
@@ -194,6 +200,110 @@ def bench_task_scaling(benchmark: str, max_task: int, device: torch.device, step
             ms = median_time(lambda: learner.train_step(task - 1, x, y), steps, warmup, device)
             rows.append({"method": method, "task": task, "step_ms": ms})
     return rows
+
+
+#: the long task-scaling run: the tasks timed, and (label, method, config overrides) per row
+SCALING_TASKS = (1, 10, 50, 100)
+_K8 = {"reg_tasks_per_step": 8, "reg_targets": "online"}
+SCALING_VARIANTS: tuple[tuple[str, str, dict], ...] = (
+    ("hnet K=all", "hnet", {}), ("hnet K=8 online", "hnet", _K8),
+    ("lstm_net K=all", "lstm_net", {}), ("lstm_net K=8 online", "lstm_net", _K8),
+    ("lstm_net_iwr K=all", "lstm_net_iwr", {}), ("lstm_net_iwr K=8 online", "lstm_net_iwr", _K8),
+    ("lstm_net_grow", "lstm_net_grow", {}),
+)
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if torch.is_tensor(t) and t.device.type != "meta":
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def model_state_bytes(learner: ContinualLearner) -> dict[str, int]:
+    """Bytes held between steps: hypernetwork parameters and buffers, the regulariser's tensors (targets, their
+    raw-space copies, the frozen copy, IWR's Fisher vectors), and the optimizer's state."""
+    st = learner.strategy
+    opt = learner.optimizer
+    return {"model": _tensor_bytes(list(learner.hnet.parameters()) + list(learner.hnet.buffers())),
+            "regulariser": st.held_bytes() if isinstance(st, HNETRegularizer) else 0,
+            "optimizer": _tensor_bytes(v for state in (opt.state.values() if opt else ()) for v in state.values())}
+
+
+def bench_long_task_scaling(benchmark: str, device: torch.device, steps: int, warmup: int,
+                            tasks: tuple[int, ...] = SCALING_TASKS,
+                            variants: tuple[tuple[str, str, dict], ...] = SCALING_VARIANTS) -> list[dict]:
+    """Training step time and memory while learning task T for each T in ``tasks``, per variant, on synthetic
+    state (:func:`prepare_learner`: earlier tasks registered, targets/Fisher set, nothing trained). The steps of
+    one variant at all T are timed ROUND-ROBIN, so their ratio to the task-1 step is measured in one run. The
+    target has the multi-head layout of ``max(tasks)`` tasks at every T (the same N throughout).
+
+    Memory per row: ``step_peak_mb``, the peak of the tensors one training step allocates above the held state
+    (:func:`hypercl.memory.peak_bytes`); ``state_mb``, the held state (:func:`model_state_bytes`)."""
+    rows = []
+    for label, method, overrides in variants:
+        learners = {T: prepare_learner(benchmark, method, T, device, overrides, num_tasks=max(tasks)) for T in tasks}
+        fns: dict[str, Callable[[], Any]] = {}
+        for T, learner in learners.items():
+            x, y = _batch(benchmark, 128, learner.heads.num_classes[T - 1], device)
+            fns[str(T)] = (lambda lr=learner, t=T - 1, xx=x, yy=y: lr.train_step(t, xx, yy))
+        ms = interleaved_medians(fns, steps, warmup, device)
+        for T, learner in learners.items():
+            peak = peak_bytes(fns[str(T)], device)
+            held = model_state_bytes(learner)
+            rows.append({"variant": label, "method": method, "task": T, "step_ms": ms[str(T)],
+                         "ratio_vs_task1": ms[str(T)] / ms[str(tasks[0])],
+                         "step_peak_mb": peak / 2**20, "state_mb": sum(held.values()) / 2**20,
+                         "regulariser_mb": held["regulariser"] / 2**20, "model_mb": held["model"] / 2**20,
+                         "optimizer_mb": held["optimizer"] / 2**20, "target_params": learner.target.num_params,
+                         "hnet_params": learner.hnet.num_params,
+                         "reg_tasks_per_step": overrides.get("reg_tasks_per_step"),
+                         "targets": overrides.get("reg_targets", "stored") if method != "lstm_net_grow" else None})
+        del learners, fns
+    return rows
+
+
+def plot_long_task_scaling(rows: list[dict], path: Any, title: str) -> None:
+    """Step time (× the task-1 step) and memory (held state + one step's peak) against T, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for label in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == label]
+        style = "--" if "K=8" in label else "-"
+        a.plot([r["task"] for r in rs], [r["ratio_vs_task1"] for r in rs], style, marker="o", label=label)
+        b.plot([r["task"] for r in rs], [r["state_mb"] + r["step_peak_mb"] for r in rs], style, marker="o",
+               label=label)
+    a.set(xlabel="task T being learned", ylabel="step time / step time at task 1", title=title)
+    b.set(xlabel="task T being learned", ylabel="MB (held state + one step's peak)", yscale="log",
+          title="memory")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+
+
+def _print_long_scaling(rows: list[dict], header: str) -> None:
+    print(f"\n{header}")
+    print(_fmt_rows(rows, [("variant", "variant", ""), ("task", "T", "d"), ("step_ms", "step ms", ".1f"),
+                           ("ratio_vs_task1", "× task 1", ".2f"), ("step_peak_mb", "step peak MB", ".1f"),
+                           ("state_mb", "held MB", ".1f"), ("regulariser_mb", "of which regulariser MB", ".1f")]))
+    by = {(r["variant"], r["task"]): r for r in rows}
+    for label in dict.fromkeys(r["variant"] for r in rows):
+        ts = sorted(t for v, t in by if v == label)
+        if len(ts) >= 3:
+            hi, mid = by[(label, ts[-1])], by[(label, ts[1])]
+            print(f"{label}: step at T={ts[-1]} = {hi['step_ms'] / mid['step_ms']:.2f}x the step at T={ts[1]}"
+                  + (f"; held memory per added task {(hi['state_mb'] - by[(label, ts[0])]['state_mb']) / (ts[-1] - ts[0]):.2f} MB"
+                     if "grow" in label else ""))
 
 
 #: bench_flags variants: name -> learner attributes
@@ -409,6 +519,30 @@ def _print_flags(flags: dict) -> None:
         print(f"note: {flags['note']}")
 
 
+def main_task_scaling(args: Any, report: dict, device: torch.device) -> int:
+    """``hypercl bench --task-scaling``: the long task-scaling run (T up to 100) and the hypnettorch anchor only."""
+    quick = bool(args.quick)
+    steps = args.steps or (2 if quick else 5)
+    tasks = (1, 3) if quick else SCALING_TASKS
+    variants = SCALING_VARIANTS if not quick else (
+        ("hnet K=all", "hnet", {}), ("hnet K=1 online", "hnet", {"reg_tasks_per_step": 1, "reg_targets": "online"}),
+        ("lstm_net_grow", "lstm_net_grow", {}))
+    report.update(steps=steps, warmup=1)
+    report["long_task_scaling"] = bench_long_task_scaling("split_mnist", device, steps, 1, tasks, variants)
+    report["hypnettorch"] = {"skipped": "not run in --quick"} if quick else bench_hypnettorch(device, 20, 3)
+    header = (f"Step time and memory while learning task T (Split MNIST config, {max(tasks)}-task multi-head "
+              f"target; synthetic state; median of {steps} steps per T, T timed round-robin; {report['device']})")
+    _print_long_scaling(report["long_task_scaling"], header)
+    print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
+    if args.png is not None:
+        plot_long_task_scaling(report["long_task_scaling"], args.png,
+                               f"Split MNIST config, {report['device']}")
+        print(f"PNG written to {args.png}")
+    atomic_write_text(json.dumps(report, indent=1), args.out)
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
 def main(args: Any) -> int:
     device = torch.device(args.device)
     report_alloc = keep_freed_memory()  # also done by the CLI; here for callers of main() from Python
@@ -421,6 +555,8 @@ def main(args: Any) -> int:
         "torch": torch.__version__, "steps": steps, "warmup": warmup, "quick": quick,
         "keep_freed_memory": report_alloc, "timing": "medians, functions timed round-robin",
     }
+    if getattr(args, "task_scaling", False):
+        return main_task_scaling(args, report, device)
     if quick:  # few steps, two methods, task 2: a test can run the whole bench in seconds
         report["training"] = bench_training_steps("split_mnist", 2, device, steps, warmup,
                                                   methods=("hnet", "lstm_net_grow"))

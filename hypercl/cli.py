@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("results/bench.json"),
                        help="a JSON file, or a folder (then FOLDER/bench.json)")
     bench.add_argument("--steps", type=int, default=None)
+    bench.add_argument("--task-scaling", action="store_true",
+                       help="only the long task-scaling run (step time and memory at T = 1, 10, 50, 100 for the "
+                            "regularisers with K = all and K = 8, and GROW) and the hypnettorch anchor")
+    bench.add_argument("--png", type=Path, default=None, help="with --task-scaling: also draw it to this PNG")
 
     abl = sub.add_parser("ablation", help="Figure 2 ablations (compression ratio, β) or the Split CIFAR speed "
                                           "extrapolation; writes JSON + PNG")
