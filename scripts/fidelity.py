@@ -364,7 +364,38 @@ def table(out: Path) -> str:
                 f"{fmt(col('calibrated', 'cl3', 'final_average', 'val'))} | {fmt(col('raw', 'cl2', 'final_average'))} | "
                 f"{fmt(col('calibrated', 'cl2', 'final_average'))} |")
     return "\n".join(lines + ["", "Validation-split rows (training data minus 1000 samples per task; temperatures fitted "
-                                  "on that split):", ""] + cal_lines) + "\n"
+                                  "on that split):", ""] + cal_lines) + "\n" + reference_table(out)
+
+
+#: von Oswald et al.'s HNET+ENT Split MNIST numbers as the seed paper's Table 1 quotes them (CL2, CL3)
+REFERENCE_PAPER = {"cl2": 87.01, "cl3": 69.48}
+
+
+def reference_table(out: Path) -> str:
+    """The original code's rows (``runs/reference/*.json``, written by ``scripts/reference_hnet.py run``; accuracies
+    in % as that code reports them) beside the paper's HNET+ENT numbers; empty when there are none."""
+    groups: dict[str, list[dict]] = {}
+    for p in sorted((out / "runs" / "reference").glob("reference_*.json")):
+        rec = json.loads(p.read_text())
+        groups.setdefault(rec["variant"], []).append(rec)
+    if not groups:
+        return ""
+    lines = ["", ("Reference rows: von Oswald et al.'s own code (chrhenning/hypercl, `mnist/train_splitMNIST.py "
+                  "--infer_task_id --infer_with_entropy`, its defaults; `scripts/reference_hnet.py`), same cells:"), "",
+             "| reference row | n | seeds | final | during | task inference (final) | paper (HNET) | threads | torch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for variant, recs in sorted(groups.items()):
+        recs.sort(key=lambda r: r["seed"])
+        res = [r["result"] for r in recs]
+        envs = {(r["environment"]["threads"], r["environment"]["torch"]) for r in recs}
+        threads = ",".join(sorted({str(t) for t, _ in envs}))
+        torches = ",".join(sorted({t for _, t in envs}))
+        lines.append(f"| {variant} | {len(recs)} | {','.join(str(r['seed']) for r in recs)} | "
+                     f"{fmt(stats([r['final_average'] for r in res]), 1.0)} | "
+                     f"{fmt(stats([r['during_average'] for r in res]), 1.0)} | "
+                     f"{fmt(stats([r['task_inference'] for r in res]), 1.0)} | "
+                     f"{REFERENCE_PAPER.get(recs[0]['scenario'], '—')} | {threads} | {torches} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -3,7 +3,7 @@
 
     python scripts/reference_hnet.py setup                  # clone at REF_COMMIT, apply the patch, own venv, MNIST
     nohup nice -n 19 python scripts/reference_hnet.py run --scenarios 3,2 --seeds 42-46 > external/reference.log &
-    python scripts/reference_hnet.py table                  # the reference rows (n, mean ± std (SE))
+    python scripts/fidelity.py table                        # its reference table: these rows beside the paper's
 
 ``setup`` reproduces the reference from a clean clone: ``git clone REF_URL`` (``--source`` takes a local mirror
 instead), ``git checkout REF_COMMIT``, ``git apply scripts/reference_hnet.patch`` (the only edits, all for today's
@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -52,8 +51,6 @@ RECORDS = ROOT / "docs" / "fidelity" / "runs" / "reference"
 #: the reference venv's packages (torch 2.13.0's CPU build; the rest as resolved on the machine of the records)
 PACKAGES = ("torch==2.13.0", "numpy==2.4.6", "matplotlib==3.11.2", "tensorboardX==2.6.5", "scikit-learn==1.9.1",
             "scipy==1.17.1")
-#: the paper's HNET+ENT Split MNIST numbers (von Oswald et al. 2020, Table 1 as quoted by the seed paper)
-PAPER = {2: 87.01, 3: 69.48}
 
 
 def sha256(path: Path) -> str:
@@ -181,43 +178,9 @@ def run(scenarios: list[int], seeds: list[int], threads: int) -> None:
                   f", during {rec['result']['during_average']:.2f} ({rec['wall_time_s']:.0f} s)", flush=True)
 
 
-def load(records: Path = RECORDS) -> dict[str, list[dict]]:
-    """The reference records by variant, sorted by seed."""
-    rows: dict[str, list[dict]] = {}
-    for p in sorted(records.glob("reference_*.json")):
-        rec = json.loads(p.read_text())
-        rows.setdefault(rec["variant"], []).append(rec)
-    for recs in rows.values():
-        recs.sort(key=lambda r: r["seed"])
-    return rows
-
-
-def cell(values: list[float]) -> str:
-    """mean ± sample std (SE), in % as the reference reports them."""
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    sd = statistics.stdev(values)
-    return f"{statistics.fmean(values):.2f} ± {sd:.2f} ({sd / len(values) ** 0.5:.2f})"
-
-
-def table(records: Path = RECORDS) -> str:
-    """The reference rows beside the paper's HNET+ENT numbers (test accuracy %, mean ± sample std (SE))."""
-    lines = ["| reference row | n | seeds | final | during | task inference (final) | paper (von Oswald et al.) |",
-             "|---|---|---|---|---|---|---|"]
-    for variant, recs in sorted(load(records).items()):
-        scen = int(recs[0]["scenario"][2:])
-        res = [r["result"] for r in recs]
-        lines.append(f"| {variant} | {len(recs)} | {','.join(str(r['seed']) for r in recs)} | "
-                     f"{cell([r['final_average'] for r in res])} | {cell([r['during_average'] for r in res])} | "
-                     f"{cell([r['task_inference'] for r in res])} | {PAPER.get(scen, '—')} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["setup", "run", "table"])
+    ap.add_argument("what", choices=["setup", "run"])
     ap.add_argument("--source", default=REF_URL, help="setup: where to clone from (a URL or a local mirror)")
     ap.add_argument("--data", default=os.environ.get("HYPERCL_DATA", "data"), help="setup: folder holding MNIST/raw")
     ap.add_argument("--scenarios", default="3,2", help="run: CL scenarios, comma-separated (2, 3)")
@@ -231,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         if any(s not in (2, 3) for s in scenarios):
             ap.error("--scenarios: 2 and/or 3 (the entropy rule infers the task only there)")
         run(scenarios, parse_seeds(a.seeds), a.threads)
-    else:
-        print(table(), end="")
     return 0
 
 
