@@ -20,6 +20,7 @@ from .hypernetwork import HyperNetwork
 from .models.registry import build_model, model_spec
 from .fisher import task_fisher
 from .scenarios import SCENARIOS, HeadLayout, check_scenario, evaluate_task, row_temperatures
+from .task_inference import confusion_matrix, get_criterion, make_candidates
 from .strategies import Strategy, get_strategy
 from .target_forward import AUTOCAST_DTYPES, TargetForward, _dtype_name, _plain
 
@@ -432,7 +433,7 @@ class ContinualLearner(TargetForward, DataParallelSteps):
     @torch.no_grad()
     def evaluate(
         self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
-        temperatures: Any = None,
+        temperatures: Any = None, task_inference: Any = None,
     ) -> dict[str, dict]:
         """Test accuracy of every LEARNED task, in each scenario (default: the learner's ``scenario``).
 
@@ -444,6 +445,11 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         ``temperatures`` (per task id: a sequence, tensor or ``{task: T}``): each candidate task's logits are divided
         by its ``T_t`` before the softmax of the entropy and of the prediction (``None``: unchanged). With ``record``
         the row is appended to the accuracy matrix (as "after learning the last learned task").
+        ``task_inference``: the CL2/CL3 criterion, a name of :mod:`hypercl.task_inference` (``"entropy"`` by default,
+        ``"energy"``, ``"max_logit"``, ``"entropy_gradient"``, ``"ensemble:samples=8,scale=0.5"``, ...) or a
+        :class:`~hypercl.task_inference.Criterion`; the hypernetwork is called once for all tasks. For CL2/CL3 of a
+        hypernetwork each scenario's result also holds ``inferred`` (``{task: [inferred task id per test sample]}``),
+        ``confusion`` (``{"tasks": learned ids, "counts": true task × inferred task}``) and ``task_inference_method``.
         """
         scen = [check_scenario(s) for s in (scenarios or [self.scenario])]
         if not self.learned_tasks:
@@ -451,15 +457,25 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         sets = self._task_test_sets(tasks_data)
         learned = list(self.learned_tasks)
         temps = row_temperatures(temperatures, learned, self.device)
+        criterion = get_criterion(task_inference)
+        infers = self.task_conditioned and any(s != "cl1" for s in scen)
         was_training = self.target.training
         self.target.eval()
         self.hnet.eval()
+        infer = None
+        inferred: dict[int, list] = {}
         try:
             if self.task_conditioned:
-                weights = self.task_weights(learned)
+                bufs = None
+                if self.task_buffers:
+                    names = list(self.task_buffers[learned[0]])
+                    bufs = {n: torch.stack([self.task_buffers[t][n] for t in learned]) for n in names}
+                cands = make_candidates(self.hnet, self.target, learned, criterion if infers else get_criterion(None),
+                                        bufs, temps)
+                logits_of = cands.logits
 
-                def logits_of(xb: Any) -> torch.Tensor:
-                    return self.batched_logits(weights, xb)
+                def infer(logits: torch.Tensor, mask: torch.Tensor, xb: Any) -> torch.Tensor:
+                    return criterion.infer(logits, mask, xb, cands)
             else:
                 single = self.hnet(learned[-1])
 
@@ -469,21 +485,33 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             for task, src in sets.items():
                 k = self.heads.num_classes[task]
                 src.check(k)
+                inferred[task] = []
                 res = evaluate_task(logits_of, src.iterate(self.device, k, self.eval_batch_size), self.heads,
-                                    learned, task, self.task_conditioned, scen, temps)
+                                    learned, task, self.task_conditioned, scen, temps, infer, inferred[task])
                 for s in scen:
                     out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
         finally:
             self.target.train(was_training)
             self.hnet.train(was_training)
+        ids = torch.tensor(learned)
+        per_task = {t: torch.cat(r).cpu() for t, r in inferred.items() if r}  # rows: positions in `learned`
+        confusion = None
+        if per_task:
+            true = torch.cat([torch.full_like(v, learned.index(t)) for t, v in per_task.items()])
+            counts = confusion_matrix(true, torch.cat(list(per_task.values())), len(learned))
+            confusion = {"tasks": learned, "counts": counts.tolist()}
         for s in scen:
             accs = list(out[s]["accuracy"].values())
             out[s]["average"] = sum(accs) / len(accs) if accs else float("nan")
+            row = {"after_task": learned[-1], "accuracy": dict(out[s]["accuracy"]),
+                   "task_inference": dict(out[s]["task_inference"])}
+            if confusion is not None and s != "cl1":
+                out[s]["inferred"] = {t: ids[v].tolist() for t, v in per_task.items()}
+                out[s]["confusion"] = confusion
+                out[s]["task_inference_method"] = row["task_inference_method"] = criterion.spec()
+                row["confusion"] = confusion
             if record:
-                self.history[s].append(
-                    {"after_task": learned[-1], "accuracy": dict(out[s]["accuracy"]),
-                     "task_inference": dict(out[s]["task_inference"])}
-                )
+                self.history[s].append(row)
         return out
 
     def results(self, scenario: Optional[str] = None) -> dict:
@@ -498,6 +526,8 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         tasks = sorted({t for r in rows for t in r["accuracy"]})
         matrix = [[r["accuracy"].get(t) for t in tasks] for r in rows]
         ti = [[r["task_inference"].get(t) for t in tasks] for r in rows]
+        confusion = [r.get("confusion") for r in rows]
+        methods = {r["task_inference_method"] for r in rows if r.get("task_inference_method")}
         during = {}
         for r in rows:
             t = r["after_task"]
@@ -514,6 +544,8 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             "rows": [r["after_task"] for r in rows],
             "matrix": matrix,
             "task_inference_matrix": ti,
+            "task_inference_confusion": confusion,
+            "task_inference_method": ", ".join(sorted(methods)) or None,
             "final_average": final_avg,
             "during": [during.get(t) for t in tasks],
             "during_average": during_avg,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import torch
 
 __all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch",
-           "evaluate_task", "row_temperatures", "confusion_matrix"]
+           "evaluate_task", "row_temperatures", "confusion_matrix", "scale_logits"]
 
 SCENARIOS = ("cl1", "cl2", "cl3")
 OUTPUT_LAYOUTS = ("shared", "per_task")
@@ -80,7 +80,7 @@ class HeadLayout:
         return mask
 
 
-def _scaled(logits: torch.Tensor, temperatures: Optional[torch.Tensor]) -> torch.Tensor:
+def scale_logits(logits: torch.Tensor, temperatures: Optional[torch.Tensor]) -> torch.Tensor:
     """``logits (T, B, O)`` of row ``t`` divided by ``temperatures[t]`` (``None``: unchanged)."""
     if temperatures is None:
         return logits
@@ -95,7 +95,7 @@ def masked_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optio
                    ) -> torch.Tensor:
     """Entropy of the softmax over the masked units: ``logits (T, B, O)``, ``mask (T, O)`` → ``(T, B)``; with
     ``temperatures`` (``(T,)``) row ``t``'s logits are divided by ``T_t`` first."""
-    masked = _scaled(logits, temperatures).masked_fill(~mask.unsqueeze(1), float("-inf"))
+    masked = scale_logits(logits, temperatures).masked_fill(~mask.unsqueeze(1), float("-inf"))
     logp = torch.log_softmax(masked, dim=-1)
     p = logp.exp()
     return -(p * logp.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
@@ -129,6 +129,7 @@ def score_batch(
     task_conditioned: bool,
     scenario: str,
     temperatures: Optional[torch.Tensor] = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Correct predictions (count) and task-inference hits (count or ``None``) of one test batch of ONE task.
 
@@ -138,15 +139,17 @@ def score_batch(
     For one shared weight set ``logits`` is ``(B, O)`` and the scenario picks the units: CL1 the task's own units,
     CL2 the shared units of the task, CL3 all units of the learned classes (global labels).
     ``temperatures`` (``(T,)``, task-conditioned CL2/CL3 only): row ``t``'s logits divided by ``T_t`` before the
-    softmax of the entropy and of the prediction (``None``: unchanged).
+    softmax of the entropy and of the prediction (``None``: unchanged). ``rows`` (``(B,)``, task-conditioned CL2/CL3):
+    each sample's inferred row, from a criterion of :mod:`hypercl.task_inference` (``None``: lowest entropy).
     """
     check_scenario(scenario)
     if task_conditioned:
         if scenario == "cl1":
             row = logits[true_row].masked_fill(~mask[true_row], float("-inf"))
             return (row.argmax(-1) - starts[true_row] == y).sum(), None
-        logits = _scaled(logits, temperatures)
-        rows = infer_task_by_entropy(logits, mask)  # (B,)
+        logits = scale_logits(logits, temperatures)
+        if rows is None:
+            rows = infer_task_by_entropy(logits, mask)  # (B,)
         picked = logits[rows, torch.arange(y.shape[0], device=y.device)]  # (B, O)
         local = picked.masked_fill(~mask[rows], float("-inf")).argmax(-1) - starts[rows]
         if scenario == "cl2":
@@ -172,11 +175,16 @@ def evaluate_task(
     task_conditioned: bool,
     scenarios: Sequence[str],
     temperatures: Optional[torch.Tensor] = None,
+    infer: Optional[Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]] = None,
+    inferred: Optional[list] = None,
 ) -> dict[str, tuple[float, Optional[float]]]:
     """``{scenario: (accuracy, task-inference accuracy or None)}`` of ONE task's test batches.
 
     ``logits_of(x)`` gives ``(T, B, O)`` logits of every learned task's weights (task-conditioned) or ``(B, O)``
     of one shared weight set; counts stay on the device, one host synchronisation per task and scenario.
+    Task-conditioned CL2/CL3: ``infer(logits, mask, x)`` gives each sample's inferred row ``(B,)`` from the
+    (temperature-scaled) logits and the inputs only (default: lowest entropy); it runs once per batch for CL2 and CL3
+    together, and the rows are appended to ``inferred`` (a list of ``(B,)`` tensors) when given.
     """
     learned = list(learned)
     row = learned.index(task)
@@ -191,8 +199,15 @@ def evaluate_task(
             starts = torch.tensor([heads.units(t)[0] for t in learned], device=dev)
             offsets = torch.tensor([heads.offset(t) for t in learned], device=dev)
             counts = {s: [torch.zeros((), device=dev, dtype=torch.long) for _ in range(2)] for s in scenarios}
+        rows = None
+        if task_conditioned and any(s != "cl1" for s in scenarios):
+            scaled = scale_logits(logits, temperatures)
+            rows = infer(scaled, mask, xb) if infer is not None else infer_task_by_entropy(scaled, mask)
+            if inferred is not None:
+                inferred.append(rows)
         for s in scenarios:
-            correct, hits = score_batch(logits, mask, starts, offsets, row, yb, task_conditioned, s, temperatures)
+            correct, hits = score_batch(logits, mask, starts, offsets, row, yb, task_conditioned, s, temperatures,
+                                        rows)
             counts[s][0] += correct
             if hits is not None:
                 counts[s][1] += hits
