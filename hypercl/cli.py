@@ -86,6 +86,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _criteria() -> list[str]:
+    from .task_inference import criterion_names
+
+    return criterion_names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hypercl", description="Continual learning with hypernetworks.")
     parser.add_argument("--version", action="version", version=f"hypercl {__version__}")
@@ -134,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grow-new-task", choices=["copy", "fresh"], default=None,
                      help="lstm_net_grow: a new task's weights start as a copy of the previous task's (default) "
                           "or as a fresh draw")
+    run.add_argument("--task-inference", default=None, metavar="NAME",
+                     help="CL2/CL3 task inference of a hypernetwork: " + ", ".join(_criteria()) + " (default "
+                          "entropy); settings as NAME:key=value,..., e.g. ensemble:samples=8,scale=0.5,measure=mi "
+                          "(docs/task_inference.md)")
     run.add_argument("--reg-tasks-per-step", type=int, default=None, metavar="K",
                      help="hnet/iwr regularisers: each step regularise K old tasks drawn at random (an unbiased "
                           "estimate of eq. 2/3, step cost flat in the number of tasks; default: all old tasks)")
@@ -219,6 +229,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
         print("hypercl: --resnet-depth/--resnet-widths apply to split_cifar only", file=sys.stderr)
         return 2
+    if args.task_inference is not None:
+        from .task_inference import get_criterion
+
+        try:
+            args.task_inference = get_criterion(args.task_inference).spec()
+        except ValueError as e:
+            print(f"hypercl: --task-inference: {e}", file=sys.stderr)
+            return 2
+        if args.parallel_seeds and args.task_inference != "entropy":
+            print("hypercl: --parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
+                  "use --task-inference", file=sys.stderr)
+            return 2
     overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
                      chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
                      max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
@@ -228,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None),
                        ("hnet_init", args.hnet_init), ("grow_new_task", args.grow_new_task),
                        ("val_size", args.val_size), ("reg_tasks_per_step", args.reg_tasks_per_step),
+                       ("task_inference", args.task_inference),
                        ("reg_targets", args.reg_targets)):
         if value is not None:
             overrides[key] = value
@@ -350,6 +373,7 @@ def _prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
         raise _Refusal("--num-tasks does not apply to split_mnist (always 5 tasks); leave it out")
     if args.val_size is not None and args.val_size < 0:
         raise _Refusal(f"--val-size must be zero or positive, got {args.val_size}")
+
     _check_data_root(args.data_root)
     cfgs: dict[str, dict] = {}
     for method in args.method:

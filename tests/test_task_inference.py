@@ -1,6 +1,9 @@
 """Task-inference criteria (hypercl.task_inference): the default equals the old entropy path, every criterion picks the
 right task where input distributions are disjoint, reads no labels, and calls the hypernetwork once per evaluation."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import tiny_hnet
@@ -207,3 +210,24 @@ def test_bad_criterion_names_and_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="not key=value"):
         ti.get_criterion("ensemble:samples")
     assert ti.get_criterion("ensemble:samples=4,measure=mi").spec() == "ensemble:samples=4,scale=0.5,measure=mi,seed=0"
+
+
+@pytest.mark.skipif(not os.environ.get("HYPERCL_DATA") or not (Path(os.environ["HYPERCL_DATA"]) / "MNIST" / "raw")
+                    .is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set")
+def test_cli_task_inference_option(tmp_path, capsys):
+    import json
+
+    from hypercl.cli import build_parser, main
+
+    assert "--task-inference" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    tiny = ["--quick", "--iterations", "3", "--max-train-per-task", "64", "--max-test-per-task", "40", "--no-progress"]
+    assert main(["run", "--benchmark", "split_mnist", "--method", "hnet", "--task-inference", "entropie", *tiny]) == 2
+    assert "unknown task inference 'entropie'" in capsys.readouterr().err
+    rc = main(["run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario", "cl3", "--task-inference",
+               "energy", "--out", str(tmp_path), *tiny])
+    assert rc == 0
+    (path,) = tmp_path.glob("*.json")
+    res = json.loads(path.read_text())
+    assert res["config"]["evaluation"] == {"task_inference": "energy"}
+    assert res["runs"][0]["scenarios"]["cl3"]["task_inference_method"] == "energy"
+    assert "HNET @energy" in capsys.readouterr().out

@@ -221,6 +221,9 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
             if cfg["strategy"]["name"] in ("hnet", "iwr"):
                 name = "targets" if key == "reg_targets" else key
                 cfg["strategy"]["kwargs"][name] = value if key == "reg_targets" else int(value)
+        elif key == "task_inference":  # CL2/CL3 criterion (hypercl.task_inference): in the identity only when set
+            if "hypernetwork" in cfg and value != "entropy":
+                cfg.setdefault("evaluation", {})["task_inference"] = str(value)
         elif key == "augment":
             if not value:
                 cfg.pop("augment", None)

@@ -280,6 +280,9 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
         for r in rs:
             summ = r["summary"]
             label = METHOD_LABELS.get(r["method"], REPLAY_METHOD_LABELS.get(r["method"], r["method"]))
+            crit = (r.get("config", {}).get("evaluation") or {}).get("task_inference")
+            if crit:  # CL2/CL3 criterion other than entropy (hypercl.task_inference)
+                label += f" @{crit}"
             if r.get("reduced") or r.get("config", {}).get("quick"):
                 reduced = True
                 label += " (reduced)"

@@ -128,6 +128,11 @@ def val_summary(rows: list) -> dict:
     return out
 
 
+def task_inference_of(cfg: dict) -> Optional[str]:
+    """The CL2/CL3 task-inference criterion of a run (``hypercl run --task-inference``; ``None``: entropy)."""
+    return (cfg.get("evaluation") or {}).get("task_inference")
+
+
 def is_hnet_method(method: str) -> bool:
     return method in HNET_METHODS
 
@@ -220,6 +225,7 @@ def _train_sequence(
     save: Optional[Callable[[ContinualLearner, Path], None]] = None,
     after_fit: Optional[Callable[[ContinualLearner, int, Any], None]] = None,
     val_history: Optional[dict] = None,
+    task_inference: Optional[str] = None,
 ) -> ContinualLearner:
     start = len(learner.learned_tasks)
     vals = val_sets(bench) if val_history is not None else None
@@ -232,9 +238,9 @@ def _train_sequence(
         else:
             learner.fit_task(t, bench.tasks[t], iterations=iterations)
         (after_fit or after_fit_task)(learner, t, bench.tasks[t])
-        learner.evaluate(bench.tasks, scenarios=list(scenarios))
+        learner.evaluate(bench.tasks, scenarios=list(scenarios), task_inference=task_inference)
         if vals is not None:  # the validation splits: for model selection, never recorded in the test matrix
-            res = learner.evaluate(vals, scenarios=list(scenarios), record=False)
+            res = learner.evaluate(vals, scenarios=list(scenarios), record=False, task_inference=task_inference)
             for s in scenarios:
                 val_history.setdefault(s, []).append(
                     {"after_task": t, "accuracy": {str(k): v for k, v in res[s]["accuracy"].items()},
@@ -303,7 +309,7 @@ def run_seed(
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
         _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs,
                         save=lambda lrn, p, _tag=tag, _vh=val_history: _save(lrn, p, cfg, _tag, seed, _vh),
-                        after_fit=after_fit, val_history=val_history)
+                        after_fit=after_fit, val_history=val_history, task_inference=task_inference_of(cfg))
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
             if val_history is not None:
