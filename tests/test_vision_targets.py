@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 import hypercl
 
-tv_models = pytest.importorskip("torchvision.models", reason='torchvision is not installed: pip install "hypercl[vision]"')
+tv_models = pytest.importorskip("torchvision.models", reason="torchvision is missing: pip install hypercl[vision]")
 timm = pytest.importorskip("timm", reason='timm is not installed: pip install "hypercl[vision]"')
 
 METHODS = {"hnet": ("chunked_mlp", "hnet"), "hnet_iwr": ("chunked_mlp", "iwr"), "lstm_net": ("lstm", "hnet"),
