@@ -23,7 +23,7 @@ Criteria (``evaluate(..., task_inference=NAME)``, ``hypercl run --task-inference
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 
 import torch
@@ -53,6 +53,8 @@ class Candidates:
     buffers: Optional[Params] = None
     samples: Optional[Params] = None
     temperatures: Optional[torch.Tensor] = None
+    #: whatever else a criterion prepared once per evaluation (e.g. the superposed weights and their tangents)
+    extra: dict = field(default_factory=dict)
 
     @property
     def num_tasks(self) -> int:
@@ -97,6 +99,11 @@ class Criterion:
         """Perturbed task embeddings ``(K·T, E)`` to generate extra weight sets from (``None``: none needed)."""
         return None
 
+    def prepare(self, hnet: Any, cands: Candidates) -> Optional[Candidates]:
+        """Generate what the criterion needs besides the tasks' own weights, in ONE hypernetwork call that also
+        yields those weights (a new :class:`Candidates`); ``None``: the tasks' own weights suffice."""
+        return None
+
     def spec(self) -> str:
         """The name with its settings, as :func:`get_criterion` reads it back."""
         fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -136,47 +143,91 @@ class MaxLogit(Criterion):
         return -logits.masked_fill(~mask.unsqueeze(1), float("-inf")).amax(-1)
 
 
+@dataclass
 class EntropyGradient(Criterion):
-    """SupSup's one-shot task inference (Wortsman et al. 2020, "Supermasks in Superposition", section 3.3), adapted to
-    generated weights: the network with the superposed weights ``W(α) = Σ_t α_t W_t``, ``α_t = 1/T``, classifies the
-    input over the units of ALL learned tasks; the surprise of task ``t`` is ``∂H(p(y|x, W(α)))/∂α_t`` per sample, and
-    the task whose coefficient decreases the entropy most is picked (argmin).
+    """SupSup's one-shot task inference (Wortsman et al. 2020, "Supermasks in Superposition", section 3.3), for
+    generated weights: a superposed network with mixing coefficients ``α_t = 1/T`` classifies the input over the units
+    of ALL learned tasks; the surprise of task ``t`` is ``∂H(p(y|x, α))/∂α_t`` per sample, and the task whose
+    coefficient decreases the entropy most is picked (argmin).
 
-    Henning et al. 2021 do the same with a hypernetwork (github.com/chrhenning/posterior_replay_cl at e60ed78:
+    Henning et al. 2021 do this with a hypernetwork (github.com/chrhenning/posterior_replay_cl at e60ed78:
     ``probabilistic/prob_mnist/train_args.py``:1690-1704 defines ``--supsup_task_inference``; ``probabilistic/
-    train_vi.py``:506-571 computes, per sample, the gradient of the entropy w.r.t. uniform ``alphas`` and takes the
-    argmin; they superpose the task EMBEDDINGS, ``probabilistic/prob_mnist/train_utils.py``:559-569, and the softmax
-    spans all allowed outputs, :680-682). We superpose the generated WEIGHTS (and per-task buffers), so the same
-    criterion works for every weight source, GROW's per-task generator weights included, and for a hypernetwork with
-    unchanged embeddings it differs from theirs only in where the mixture is taken. One step only (their
-    ``--supsup_grad_steps`` 1, the default). The ``T`` directional derivatives are one forward-mode (``jvp``) pass
-    vmapped over the ``T`` tangent directions: no loop over tasks, no per-sample backward. Temperatures do not apply
-    (one mixed network). Costs about 3·T forwards (entropy: T).
+    train_vi.py``:506-571 takes, per sample, the gradient of the entropy w.r.t. uniform ``alphas`` and its argmin;
+    the superposition is over task EMBEDDINGS, ``e(α) = Σ_t α_t e_t``, ``probabilistic/prob_mnist/train_utils.py``
+    :559-569 and :639-641, and the softmax spans all allowed outputs, :680-682). ``mix="embeddings"`` is theirs:
+    ``W(α) = h(Σ_t α_t e_t)``; ``mix="weights"`` superposes the generated weights, ``W(α) = Σ_t α_t W_t`` (and the
+    per-task buffers), which works for any weight source, GROW's per-task generator weights included; ``"auto"``:
+    embeddings where the hypernetwork has task embeddings and no per-task generator weights, else weights.
+    One step (their ``--supsup_grad_steps`` default 1).
+
+    No loop over tasks and no per-sample backward: with ``mix="embeddings"`` the superposed weights ``W(ᾱ)`` and their
+    ``T`` tangents ``∂W/∂α_t = J_h(ē) e_t`` come from one forward-mode (``jvp``) pass through the hypernetwork,
+    vmapped over the ``T`` directions, in the same call that generates the tasks' own weights (once per
+    evaluation); per batch, the ``T`` directional derivatives of the entropy are one ``jvp`` through the target,
+    vmapped over the ``T`` tangents (about 3·T forwards; entropy: T). Temperatures do not apply (one mixed network).
     """
 
-    name = "entropy_gradient"
+    mix: str = "auto"
+    name: ClassVar[str] = "entropy_gradient"
+    MIXES: ClassVar[tuple[str, ...]] = ("auto", "embeddings", "weights")
+
+    def __post_init__(self) -> None:
+        if self.mix not in self.MIXES:
+            raise ValueError(f"entropy_gradient: unknown mix {self.mix!r}; valid: {list(self.MIXES)}")
+
+    @staticmethod
+    def _mixes_embeddings(hnet: Any) -> bool:
+        return (hasattr(hnet, "task_embedding_matrix") and hasattr(hnet, "generate_flat")
+                and not getattr(getattr(hnet, "generator", None), "growing", False))
+
+    def prepare(self, hnet: Any, cands: Candidates) -> Optional[Candidates]:
+        emb_mix = self._mixes_embeddings(hnet)
+        if self.mix == "embeddings" and not emb_mix:
+            raise ValueError("entropy_gradient:mix=embeddings needs a hypernetwork with task embeddings and no "
+                             f"per-task generator weights (GROW); {type(hnet).__name__} here: use mix=weights")
+        if self.mix == "weights" or not emb_mix:
+            return None
+        ids, t = cands.task_ids, cands.num_tasks
+        emb = hnet.task_embedding_matrix(ids)  # (T, E)
+        alpha = torch.full((t,), 1.0 / t, dtype=emb.dtype, device=emb.device)
+        rows = torch.cat([emb, (alpha @ emb).unsqueeze(0)])  # the tasks' own embeddings + the superposed one
+
+        def gen(e: torch.Tensor) -> torch.Tensor:
+            return hnet.generate_flat([*ids, ids[0]], task_emb=e)
+
+        tangents = torch.zeros(t, t + 1, emb.shape[1], dtype=emb.dtype, device=emb.device)
+        tangents[:, t] = emb  # ∂e(α)/∂α_t = e_t; the tasks' own rows do not move
+
+        def one(tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return jvp(gen, (rows,), (tangent,))
+
+        flat, dflat = torch.func.vmap(one, out_dims=(None, 0))(tangents)
+        target = cands.target
+        return Candidates(target, ids, target.unflatten(flat[:t]), cands.buffers, None, cands.temperatures,
+                          {"mixed": target.unflatten(flat[t]), "tangents": target.unflatten(dflat[:, t])})
 
     def surprise(self, logits: torch.Tensor, mask: torch.Tensor, x: Any, cands: Candidates) -> torch.Tensor:
-        t = cands.num_tasks
-        ref = next(iter(cands.params.values()))
-        alpha = torch.full((t,), 1.0 / t, dtype=ref.dtype, device=ref.device)
         union = mask.any(0, keepdim=True)  # (1, O): every learned task's units
-        tensors = dict(cands.params)
-        if cands.buffers is not None:
-            tensors.update({n: b for n, b in cands.buffers.items() if b.is_floating_point()})
-        fixed = {n: b[0] for n, b in (cands.buffers or {}).items() if not b.is_floating_point()}
         target = cands.target
+        bufs = dict(cands.buffers or {})
+        fixed = {n: b[0] for n, b in bufs.items() if not b.is_floating_point()}
+        floats = {n: b for n, b in bufs.items() if b.is_floating_point()}
+        if "mixed" in cands.extra:  # superposed embeddings: W(ᾱ) and its tangents from the hypernetwork
+            point = {**cands.extra["mixed"], **{n: b.mean(0) for n, b in floats.items()}}
+            tangents = {**cands.extra["tangents"], **{n: torch.zeros_like(b) for n, b in floats.items()}}
+        else:  # superposed weights: W(ᾱ) = mean_t W_t, ∂W/∂α_t = W_t
+            stacked = {**cands.params, **floats}
+            point = {n: w.mean(0) for n, w in stacked.items()}
+            tangents = stacked
 
-        def entropy_at(a: torch.Tensor) -> torch.Tensor:
-            mixed = {n: torch.tensordot(a, w, dims=1) for n, w in tensors.items()}
-            out = target.apply({**mixed, **fixed}, x)
+        def entropy_at(p: dict) -> torch.Tensor:
+            out = target.apply({**p, **fixed}, x)
             return masked_entropy(out.unsqueeze(0), union)[0]  # (B,)
 
-        def directional(tangent: torch.Tensor) -> torch.Tensor:
-            return jvp(entropy_at, (alpha,), (tangent,))[1]
+        def directional(tangent: dict) -> torch.Tensor:
+            return jvp(entropy_at, (point,), (tangent,))[1]
 
-        eye = torch.eye(t, dtype=ref.dtype, device=ref.device)
-        return target.vmap(directional, (0,), eye, purpose="entropy-gradient tangents",
+        return target.vmap(directional, (0,), tangents, purpose="entropy-gradient tangents",
                            cost="one forward-mode pass per task")
 
 
@@ -280,7 +331,12 @@ def make_candidates(hnet: Any, target: Any, task_ids: Sequence[int], criterion: 
         emb = hnet.task_embedding_matrix(ids)
         noise = criterion.embedding_noise(emb)
     if noise is None:
-        return Candidates(target, ids, hnet.generate(ids), buffers, None, temperatures)
+        base = Candidates(target, ids, {}, buffers, None, temperatures)
+        prepared = criterion.prepare(hnet, base)
+        if prepared is not None:
+            return prepared
+        base.params = hnet.generate(ids)
+        return base
     flat = hnet.generate_flat(ids * (1 + noise.shape[0] // len(ids)), task_emb=torch.cat([emb, noise]))
     return Candidates(target, ids, target.unflatten(flat[: len(ids)]), buffers, target.unflatten(flat[len(ids):]),
                       temperatures)

@@ -13,7 +13,8 @@ import hypercl
 from hypercl import task_inference as ti
 from hypercl.scenarios import infer_task_by_entropy
 
-ALL = ["entropy", "energy", "max_logit", "entropy_gradient", "ensemble:samples=3,scale=0.3",
+ALL = ["entropy", "energy", "max_logit", "entropy_gradient", "entropy_gradient:mix=weights",
+       "ensemble:samples=3,scale=0.3",
        "ensemble:samples=3,scale=0.3,measure=mi"]
 
 
@@ -149,6 +150,26 @@ def test_entropy_gradient_is_the_derivative_of_the_mixed_networks_entropy():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_entropy_gradient_over_superposed_embeddings_is_the_derivative_through_the_hypernetwork(trained):
+    learner, tests = trained
+    x = tests[1][0][:5]
+    crit = ti.get_criterion("entropy_gradient:mix=embeddings")
+    cands = ti.make_candidates(learner.hnet, learner.target, [0, 1, 2], crit)
+    with torch.no_grad():
+        got = crit.surprise(cands.logits(x), torch.ones(3, 2, dtype=torch.bool), x, cands)
+    emb = learner.hnet.task_embedding_matrix([0, 1, 2]).detach()
+
+    def ent(alpha):
+        params = learner.hnet.target.unflatten(learner.hnet.generate_flat([0], task_emb=(alpha @ emb)[None])[0])
+        p = torch.softmax(learner.target(params, x), -1)
+        return -(p * p.log()).sum(-1)
+
+    want = torch.autograd.functional.jacobian(ent, torch.full((3,), 1 / 3)).T  # (T, B), backward through the hnet
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
+    own = ti.make_candidates(learner.hnet, learner.target, [0, 1, 2], ti.get_criterion("entropy"))
+    assert all(torch.allclose(cands.params[n], own.params[n], atol=1e-6) for n in own.params)
+
+
 class LabelsRaise:
     """A test set whose labels raise on access."""
 
@@ -180,8 +201,9 @@ def test_hypernetwork_called_once_per_evaluation_for_all_tasks(trained, spec):
         res = learner.evaluate(tests, scenarios=["cl1", "cl2", "cl3"], record=False, task_inference=spec)
     finally:
         handle.remove()
-    k = ti.get_criterion(spec).__dict__.get("samples", 0)
-    assert calls == [3 * (1 + k)]  # one generator call: every task (and every perturbed embedding) at once
+    crit = ti.get_criterion(spec)
+    rows = 3 * (1 + getattr(crit, "samples", 0)) + (getattr(crit, "mix", "weights") != "weights")  # + superposed
+    assert calls == [rows]  # one generator call: every task (and every perturbed or superposed embedding) at once
     assert min(res["cl1"]["accuracy"].values()) > 0.9
     assert res["cl3"]["task_inference_method"] == ti.get_criterion(spec).spec()
 
@@ -210,6 +232,8 @@ def test_bad_criterion_names_and_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="not key=value"):
         ti.get_criterion("ensemble:samples")
     assert ti.get_criterion("ensemble:samples=4,measure=mi").spec() == "ensemble:samples=4,scale=0.5,measure=mi,seed=0"
+    with pytest.raises(ValueError, match="unknown mix"):
+        ti.get_criterion("entropy_gradient:mix=both")
 
 
 @pytest.mark.skipif(not os.environ.get("HYPERCL_DATA") or not (Path(os.environ["HYPERCL_DATA"]) / "MNIST" / "raw")
