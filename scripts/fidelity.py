@@ -4,6 +4,8 @@
     python scripts/fidelity.py work  --out docs/fidelity     # a worker: claims and runs (variant, seed) jobs
     python scripts/fidelity.py table --out docs/fidelity     # n, mean, sample std, standard error per cell
     python scripts/fidelity.py verify --variant hnet --seed 3  # re-run one record from its own config, compare
+    python scripts/fidelity.py infer --variant hnet --checkpoints 'docs/fidelity/runs/ckpt/hnet-*/*.pt' \
+        --criteria entropy,energy   # task-inference criteria on finished checkpoints (no training), one record each
 
 (``docs/fidelity/runs/*.json`` are the committed per-seed records; checkpoints and claims there are git-ignored.)
 
@@ -310,6 +312,128 @@ def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_
     return 0
 
 
+# ---------------------------------------------------------------- infer
+INFER_PROTOCOL = "infer-1"
+
+
+def infer_identity(cfg: dict, criterion: str, split: str) -> str:
+    """The identity of a task-inference record: the checkpoint's training config, the criterion and the split."""
+    blob = json.dumps({"protocol": INFER_PROTOCOL, "config": cfg, "criterion": criterion, "split": split},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def infer_path(out: Path, variant: str, criterion: str, ident: str, seed: int) -> Path:
+    name = criterion.replace(":", "_").replace(",", "_").replace("=", "")
+    return out / "runs" / f"{variant}@{name}-{ident}-seed{seed}.json"
+
+
+def _eval_split(bench: Any, split: str) -> Any:
+    if split == "test":
+        return bench.tasks
+    vals = [getattr(t, "val", None) for t in bench.tasks]
+    if any(v is None for v in vals):
+        raise SystemExit("infer --split val: the checkpoint's run has no validation split (train it with --val-size)")
+    return vals
+
+
+def infer(out: Path, variant: str, checkpoints: list[Path], criteria: list[str], split: str,
+          data_root: Optional[str], force: bool = False) -> int:
+    """Evaluate each finished checkpoint with each criterion (CL1 once, CL3 per criterion, timed in ONE process so
+    the cost is a ratio to entropy measured in the same run) and write one record per (criterion, seed)."""
+    from hypercl import ContinualLearner
+    from hypercl.checkpoint import load_checkpoint
+    from hypercl.task_inference import get_criterion, identification_accuracy
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    specs = [get_criterion(c).spec() for c in criteria]
+    if "entropy" not in specs:
+        specs = ["entropy", *specs]  # the cost reference
+    written = 0
+    for ckpt in checkpoints:
+        state = load_checkpoint(ckpt, map_location="cpu")
+        run = state.get("run") or {}
+        cfg, seed = run.get("config"), run.get("seed")
+        if cfg is None or seed is None:
+            print(f"skip {ckpt}: no run identity in the checkpoint", flush=True)
+            continue
+        bench = build_benchmark(cfg, data_root)
+        if len(state["learned_tasks"]) != bench.num_tasks:
+            print(f"skip {ckpt}: {len(state['learned_tasks'])} of {bench.num_tasks} tasks learned (not finished)")
+            continue
+        todo = [c for c in specs if force or not infer_path(out, variant, c, infer_identity(cfg, c, split),
+                                                                 seed).exists()]
+        if not todo:
+            continue
+        learner = ContinualLearner.load(ckpt)
+        data = _eval_split(bench, split)
+        cl1 = learner.evaluate(data, scenarios=["cl1"], record=False)["cl1"]
+        timings: dict[str, float] = {}
+        results: dict[str, dict] = {}
+        for c in dict.fromkeys(["entropy", *todo]):
+            t0 = time.perf_counter()
+            res = learner.evaluate(data, scenarios=["cl3"], record=False, task_inference=c)["cl3"]
+            timings[c] = time.perf_counter() - t0
+            results[c] = res
+        n = sum(len(v) for v in results["entropy"]["inferred"].values())
+        for c in todo:
+            res = results[c]
+            tasks = sorted(res["accuracy"])
+            ident = infer_identity(cfg, c, split)
+            record = {
+                "kind": "infer", "variant": variant, "criterion": c, "split": split, "identity": ident,
+                "protocol": INFER_PROTOCOL, "seed": seed, "config": cfg, "checkpoint": {
+                    "file": ckpt.name, "run_id": run.get("id"), "fingerprint": run.get("fingerprint")},
+                "command": (f"python scripts/fidelity.py infer --out {out} --variant {variant} --split {split} "
+                            f"--criteria {c} --checkpoints {ckpt}"),
+                "torch": torch.__version__, "environment": environment(),
+                "run": {
+                    "cl1_final_average": cl1["average"],
+                    "cl3_final_average": res["average"],
+                    "cl3_final": [res["accuracy"][t] for t in tasks],
+                    "task_inference": sum(res["task_inference"][t] for t in tasks) / len(tasks),
+                    "task_inference_per_task": identification_accuracy(res["confusion"]["counts"]),
+                    "confusion": res["confusion"],
+                    "seconds": timings[c], "entropy_seconds": timings["entropy"],
+                    "cost_ratio_to_entropy": timings[c] / timings["entropy"], "samples": n,
+                },
+            }
+            atomic_write_text(json.dumps(record, indent=1), infer_path(out, variant, c, ident, seed))
+            written += 1
+            print(f"{variant} seed {seed} {split} {c}: CL3 {100 * res['average']:.2f}, task id "
+                  f"{100 * record['run']['task_inference']:.2f}, CL1 {100 * cl1['average']:.2f}, cost "
+                  f"{record['run']['cost_ratio_to_entropy']:.2f}x entropy", flush=True)
+    print(f"infer: {written} record(s) written to {out / 'runs'}")
+    return 0
+
+
+def infer_table(out: Path) -> str:
+    """One row per (variant, criterion, split): n, seeds, CL3 final, task identification, CL1, cost ratio; plus the
+    paired CL3 difference to entropy on the same seeds."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for p in sorted((out / "runs").glob("*@*.json")):
+        rec = json.loads(p.read_text())
+        if rec.get("kind") == "infer":
+            groups.setdefault((rec["variant"], rec["split"], rec["criterion"]), []).append(rec)
+    if not groups:
+        return ""
+    lines = ["| variant | split | criterion | n | seeds | CL3 final | task identification | CL1 final | "
+             "paired Δ CL3 vs entropy | cost / entropy |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (variant, split, crit), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+                                                                               kv[0][2] != "entropy", kv[0][2])):
+        recs.sort(key=lambda r: r["seed"])
+        base = {r["seed"]: r for r in groups.get((variant, split, "entropy"), [])}
+        paired = [r["run"]["cl3_final_average"] - base[r["seed"]]["run"]["cl3_final_average"]
+                  for r in recs if r["seed"] in base]
+        cost = stats([r["run"]["cost_ratio_to_entropy"] for r in recs])
+        lines.append(f"| {variant} | {split} | {crit} | {len(recs)} | {','.join(str(r['seed']) for r in recs)} | "
+                     f"{fmt(stats([r['run']['cl3_final_average'] for r in recs]))} | "
+                     f"{fmt(stats([r['run']['task_inference'] for r in recs]))} | "
+                     f"{fmt(stats([r['run']['cl1_final_average'] for r in recs]))} | "
+                     f"{fmt(stats(paired)) if crit != 'entropy' else '—'} | {fmt(cost, 1.0)} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- table
 def stats(values: list[float]) -> dict:
     """n, mean, sample std (n-1) and standard error std/sqrt(n): the runner's tested summary (std, SE None at n=1)."""
@@ -328,6 +452,8 @@ def load_records(out: Path) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for p in sorted((out / "runs").glob("*.json")):
         rec = json.loads(p.read_text())
+        if rec.get("kind") == "infer":  # task-inference records: infer_table
+            continue
         groups.setdefault((rec["variant"], rec["identity"]), []).append(rec)
     for recs in groups.values():
         seeds = [r["seed"] for r in recs]
@@ -400,7 +526,15 @@ def reference_table(out: Path) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["work", "table", "jobs", "verify"])
+    ap.add_argument("what", choices=["work", "table", "jobs", "verify", "infer", "infer-table"])
+    ap.add_argument("--checkpoints", nargs="+", default=None,
+                    help="infer: finished checkpoint files or globs (e.g. 'docs/fidelity/runs/ckpt/hnet-*/*.pt')")
+    ap.add_argument("--criteria", default="entropy,energy,max_logit,entropy_gradient,ensemble",
+                    help="infer: comma-separated criteria; settings with ':' and ';' between them, e.g. "
+                         "'ensemble:samples=8;scale=0.5' (hypercl.task_inference)")
+    ap.add_argument("--split", choices=["test", "val"], default="test", help="infer: evaluate the test or the "
+                    "validation split (the latter needs a run trained with --val-size)")
+    ap.add_argument("--force", action="store_true", help="infer: rewrite existing records")
     ap.add_argument("--out", default="docs/fidelity")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--only", default=None, help="comma-separated variants")
@@ -418,6 +552,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             data = json.loads(rec.read_text())
             a.variant, a.seed = data["variant"], data["seed"]
         return verify(out, a.variant, a.seed, a.data_root, rec, a.threads)
+    if a.what == "infer":
+        if a.variant is None or not a.checkpoints:
+            ap.error("infer needs --variant and --checkpoints")
+        import glob
+
+        files = sorted({Path(f) for pattern in a.checkpoints for f in (glob.glob(pattern) or [pattern])})
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            ap.error(f"infer: no checkpoint file {missing[0]}")
+        crits = [c.strip().replace(";", ",") for c in a.criteria.split(",") if c.strip()]
+        return infer(out, a.variant, files, crits, a.split, a.data_root, a.force)
+    if a.what == "infer-table":
+        print(infer_table(out), end="")
+        return 0
     if a.what == "work":
         work(out, a.data_root, set(a.only.split(",")) if a.only else None)
     elif a.what == "jobs":

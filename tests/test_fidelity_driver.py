@@ -111,3 +111,29 @@ def test_verify_passes_on_a_fresh_record_and_detects_a_one_digit_edit(tmp_path: 
         assert "cl2.final_average" in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not _mnist_available(), reason="the MNIST files are not available")
+def test_infer_records_each_criterion_from_a_finished_checkpoint(tmp_path: Path) -> None:
+    from hypercl.cli import main
+
+    tiny = ["--quick", "--iterations", "3", "--max-train-per-task", "64", "--max-test-per-task", "40", "--no-progress"]
+    assert main(["run", "--benchmark", "split_mnist", "--method", "hnet", "--scenario", "cl3", "--out",
+                 str(tmp_path / "run"), *tiny]) == 0
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("*.pt")
+    (results,) = (tmp_path / "run").glob("*.json")
+    trained = json.loads(results.read_text())["runs"][0]["scenarios"]["cl3"]
+    out = tmp_path / "fid"
+    assert fidelity.infer(out, "hnet", [ckpt], ["entropy", "energy"], "test", None) == 0
+    recs = {json.loads(p.read_text())["criterion"]: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+    assert sorted(recs) == ["energy", "entropy"]
+    assert recs["entropy"]["run"]["cl3_final_average"] == trained["final_average"]  # the run's own evaluation
+    for rec in recs.values():
+        counts = rec["run"]["confusion"]["counts"]
+        assert rec["run"]["task_inference_per_task"] == [row[i] / sum(row) for i, row in enumerate(counts)]
+        assert rec["run"]["cost_ratio_to_entropy"] > 0 and rec["environment"]["torch"]
+    assert fidelity.infer(out, "hnet", [ckpt], ["entropy", "energy"], "test", None) == 0  # nothing to redo
+    assert len(list((out / "runs").glob("*.json"))) == 2
+    table = fidelity.infer_table(out)
+    assert "| hnet | test | energy | 1 | 0 |" in table
+    assert fidelity.table(out).count("| hnet |") == 0  # the fidelity table ignores task-inference records
