@@ -7,6 +7,7 @@ import torchvision as tv
 
 import hypercl
 from hypercl.data.datasets import split_dataset
+
 torch.set_num_threads(1)
 root = hypercl.data.resolve_data_root()
 tr = tv.datasets.MNIST(str(root), train=True, download=False, transform=tv.transforms.ToTensor())
