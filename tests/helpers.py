@@ -35,3 +35,26 @@ def conflicting_tasks(n=400, d=10, seed=0):
         ys = [(x @ rule > 0).long() for x in xs]
         tasks.append(((xs[0], ys[0]), (xs[1], ys[1])))
     return tasks  # [(train, test)] * 3
+
+
+# ------------------------------------------------------------------ real MNIST, found as the library finds it
+_MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte")
+
+
+def mnist_root():
+    """The library's data root (``hypercl.data.paths.resolve_data_root()``: ``$HYPERCL_DATA``, else
+    ``~/.cache/hypercl/data``) as a string when its ``MNIST/raw`` holds the four files (``.gz`` or plain), else None."""
+    from hypercl.data.paths import resolve_data_root
+
+    raw = resolve_data_root() / "MNIST" / "raw"
+    ok = all((raw / f"{s}.gz").is_file() or (raw / s).is_file() for s in _MNIST_STEMS)
+    return str(resolve_data_root()) if ok else None
+
+
+def mnist_skip_reason():
+    from hypercl.data.paths import resolve_data_root
+
+    return (f"MNIST is not in {resolve_data_root() / 'MNIST' / 'raw'} (the library's data root: $HYPERCL_DATA, else "
+            "~/.cache/hypercl/data): `hypercl run --benchmark split_mnist --quick` downloads it there, or set "
+            "HYPERCL_DATA to a folder holding MNIST/raw")

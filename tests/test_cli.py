@@ -1,16 +1,16 @@
 """End-to-end CLI runs on a tiny subset of the real MNIST files: JSON, PNG, table, resume, bench."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from helpers import mnist_root, mnist_skip_reason
 
 from hypercl.cli import main
 
-DATA = os.environ.get("HYPERCL_DATA")
+DATA = mnist_root()
 needs_mnist = pytest.mark.skipif(
-    not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set"
+    DATA is None, reason=mnist_skip_reason()
 )
 def result_file(folder, method, quick=True):
     """The one results JSON of ``method`` in ``folder`` (its name carries the run's fingerprint)."""

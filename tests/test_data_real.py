@@ -1,23 +1,23 @@
-"""hypercl.data on the real MNIST files (skipped unless $HYPERCL_DATA holds them)."""
+"""hypercl.data on the real MNIST files (found where the library looks; skipped, saying where, when absent)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import mnist_root, mnist_skip_reason
 
 from hypercl.data import PermutedImages, PermutedMNIST, SplitMNIST, get_benchmark, load_mnist
 from hypercl.data import download as dl_mod
 from hypercl.data.integrity import md5sum
 from hypercl.data.mnist import MNIST_MD5
 
-DATA = os.environ.get("HYPERCL_DATA")
+DATA = mnist_root()
 RAW = Path(DATA) / "MNIST" / "raw" if DATA else None
 pytestmark = pytest.mark.skipif(
-    not DATA or not (RAW / "train-images-idx3-ubyte.gz").is_file(),
-    reason="real MNIST not available (set HYPERCL_DATA to a folder holding MNIST/raw)",
+    DATA is None or not (RAW / "train-images-idx3-ubyte.gz").is_file(),
+    reason=mnist_skip_reason(),
 )
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import conflicting_tasks, mnist_root, mnist_skip_reason, tiny_hnet, tiny_mlp
 
 import hypercl
 from hypercl.distributed import (
@@ -22,7 +23,6 @@ from hypercl.distributed import (
     shard_bounds,
     shutdown,
 )
-from helpers import conflicting_tasks, tiny_hnet, tiny_mlp
 
 #: name -> (strategy, strategy kwargs, tasks registered up front (a trainable but unused embedding), learner flags)
 CONFIGS = {
@@ -170,8 +170,7 @@ def test_init_distributed_outside_torchrun(monkeypatch):
         init_distributed()
 
 
-@pytest.mark.skipif(not os.environ.get("HYPERCL_DATA") or not (Path(os.environ["HYPERCL_DATA"]) / "MNIST" / "raw").is_dir(),
-                    reason="HYPERCL_DATA with MNIST/raw is not set")
+@pytest.mark.skipif(mnist_root() is None, reason=mnist_skip_reason())
 def test_cli_under_torchrun_equals_one_process(tmp_path):
     """``torchrun --nproc_per_node=2 -m hypercl run ...``: rank 0 alone writes the JSON, whose accuracies equal the
     1-process run's (within one test image: floating-point summation order differs)."""

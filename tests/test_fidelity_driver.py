@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from helpers import mnist_skip_reason
 
 _SPEC = importlib.util.spec_from_file_location("fidelity", Path(__file__).parents[1] / "scripts" / "fidelity.py")
 fidelity = importlib.util.module_from_spec(_SPEC)
@@ -79,7 +80,7 @@ def test_environment_names_code_version_threads_and_kernel_path() -> None:
     assert env["threads"] == __import__("torch").get_num_threads()
 
 
-@pytest.mark.skipif(not _mnist_available(), reason="MNIST/raw not found where the library looks (set HYPERCL_DATA)")
+@pytest.mark.skipif(not _mnist_available(), reason=mnist_skip_reason())
 def test_verify_passes_on_a_fresh_record_and_detects_a_one_digit_edit(tmp_path: Path, capsys) -> None:
     import torch
 

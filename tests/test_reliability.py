@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import mnist_root, mnist_skip_reason
 
 import hypercl
 from hypercl.checkpoint import CheckpointError, atomic_write_text, clean_stale_tmp, load_checkpoint
@@ -21,9 +22,9 @@ from hypercl.experiments.identity import RunConfig, identity_diff, run_identity
 from hypercl.experiments.report import format_table, merge_loaded
 from hypercl.experiments.runner import build_learner, summarize
 
-DATA = os.environ.get("HYPERCL_DATA")
+DATA = mnist_root()
 needs_mnist = pytest.mark.skipif(
-    not DATA or not (Path(DATA) / "MNIST" / "raw").is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set"
+    DATA is None, reason=mnist_skip_reason()
 )
 TINY = ["--iterations", "3", "--max-train-per-task", "64", "--max-test-per-task", "40", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[1]

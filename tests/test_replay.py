@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import mnist_root, mnist_skip_reason
 
 import hypercl
 from hypercl import DirectWeights, HyperNetwork
 from hypercl.models import mlp
 from hypercl.models.vae import VAE, vae, vae_loss
 from hypercl.replay import (
-    REPLAY_METHODS, ReplayClassifier, VAELearner, masked_distillation_loss, masked_hard_label_loss,
-    replay_method_config, run_replay_seed, wrap_vae_decoder,
+    REPLAY_METHODS,
+    ReplayClassifier,
+    VAELearner,
+    masked_distillation_loss,
+    masked_hard_label_loss,
+    replay_method_config,
+    run_replay_seed,
+    wrap_vae_decoder,
 )
 
-DATA = os.environ.get("HYPERCL_DATA")
-HAVE_MNIST = bool(DATA) and (Path(DATA) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
+DATA = mnist_root()
+HAVE_MNIST = DATA is not None
 
 
 @pytest.fixture(autouse=True)
@@ -299,7 +305,7 @@ def test_replay_method_configs():
 @pytest.fixture(scope="module")
 def tiny_split():
     if not HAVE_MNIST:
-        pytest.skip("real MNIST not available (set HYPERCL_DATA to a folder holding MNIST/raw)")
+        pytest.skip(mnist_skip_reason())
     from hypercl.data import SplitMNIST
 
     return SplitMNIST(root=DATA, download=False, max_train_per_task=96, max_test_per_task=40)

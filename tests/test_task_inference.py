@@ -1,12 +1,10 @@
 """Task-inference criteria (hypercl.task_inference): the default equals the old entropy path, every criterion picks the
 right task where input distributions are disjoint, reads no labels, and calls the hypernetwork once per evaluation."""
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_hnet
+from helpers import mnist_root, mnist_skip_reason, tiny_hnet
 from torch import nn
 
 import hypercl
@@ -236,8 +234,7 @@ def test_bad_criterion_names_and_settings_are_one_clear_error():
         ti.get_criterion("entropy_gradient:mix=both")
 
 
-@pytest.mark.skipif(not os.environ.get("HYPERCL_DATA") or not (Path(os.environ["HYPERCL_DATA"]) / "MNIST" / "raw")
-                    .is_dir(), reason="HYPERCL_DATA with MNIST/raw is not set")
+@pytest.mark.skipif(mnist_root() is None, reason=mnist_skip_reason())
 def test_cli_task_inference_option(tmp_path, capsys):
     import json
 
