@@ -92,6 +92,21 @@ def auroc(own: torch.Tensor, other: torch.Tensor) -> float:
     return float(1.0 - u / (len(own) * len(other)))
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation of two equally long lists (average ranks for ties)."""
+    def ranks(v: list[float]) -> torch.Tensor:
+        t = torch.tensor(v, dtype=torch.float64)
+        r = torch.empty_like(t)
+        r[t.argsort()] = torch.arange(len(v), dtype=torch.float64)
+        for x in t.unique():
+            r[t == x] = r[t == x].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
 def analyse(learner: ContinualLearner, data: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     """Confusion matrix, error split, per-task CL3/CL1 accuracy, entropy summaries of one learner on one split."""
     learned = list(learner.learned_tasks)
@@ -150,7 +165,11 @@ def analyse(learner: ContinualLearner, data: list[tuple[torch.Tensor, torch.Tens
             "auroc_own_vs_other": auroc(own, other),
         })
     total = sum(n)
+    own_median = [e["own_quantiles_10_50_90"][1] for e in ent_summary]
     return {
+        # a task's identification against how confident its own network is on its own inputs (rank correlation
+        # over the tasks: -1 = the less confident a task's network, the more of its inputs go to other tasks)
+        "spearman_own_median_entropy_vs_task_inference": spearman(own_median, per_task["task_inference"]),
         "tasks": learned,
         "confusion": conf.tolist(),
         "confusion_float64_entropy": conf64.tolist(),
@@ -217,6 +236,17 @@ def train_val(variant: str, seeds: list[int], out: Path, data_root: str | None) 
 
 
 # ---------------------------------------------------------------- plot
+def rule_margin(ent_by_input: list[torch.Tensor]) -> torch.Tensor:
+    """Per input (all tasks' inputs): log10 of its own task's network's entropy minus log10 of the lowest entropy of
+    the other networks; the entropy rule picks the right task where this is < 0."""
+    out = []
+    for i, ent in enumerate(ent_by_input):  # ent: (networks, N) on task i's inputs
+        lg = ent.double().clamp_min(1e-300).log10()
+        others = torch.cat([lg[:i], lg[i + 1:]]).min(0).values
+        out.append(lg[i] - others)
+    return torch.cat(out)
+
+
 def plot(entropies: dict[str, list[list[torch.Tensor]]], path: Path) -> None:
     """ONE PNG: a row per variant, a column per task's network; the log10 entropy of that network on its own task's
     inputs and on the other tasks' inputs (all seeds pooled; zero entropy drawn at the left edge)."""
@@ -230,14 +260,14 @@ def plot(entropies: dict[str, list[list[torch.Tensor]]], path: Path) -> None:
     variants = [v for v in entropies if entropies[v]]
     T = len(entropies[variants[0]][0])
     floor = -40.0
-    fig, axes = plt.subplots(len(variants), T, figsize=(3.0 * T, 2.4 * len(variants)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(variants), T + 1, figsize=(3.0 * (T + 1), 2.4 * len(variants)), squeeze=False)
     bins = torch.linspace(floor, 0.0, 61).tolist()
     for r, v in enumerate(variants):
         for j in range(T):
             ax = axes[r][j]
             own = torch.cat([seed[j][j] for seed in entropies[v]]).double()
             other = torch.cat([seed[i][j] for seed in entropies[v] for i in range(T) if i != j]).double()
-            for vals, label, color in ((own, f"task {j} inputs", "C0"), (other, "other tasks' inputs", "C3")):
+            for vals, label, color in ((own, "own task's inputs", "C0"), (other, "other tasks' inputs", "C3")):
                 lg = vals.clamp_min(10.0 ** floor).log10().clamp_min(floor)
                 ax.hist(lg.numpy(), bins=bins, density=True, alpha=0.55, color=color, label=label)
             ax.axvline(math.log10(math.log(2)), color="k", lw=0.6, ls=":")
@@ -250,9 +280,18 @@ def plot(entropies: dict[str, list[list[torch.Tensor]]], path: Path) -> None:
             ax.tick_params(labelsize=7)
             if r == 0 and j == T - 1:
                 ax.legend(fontsize=6, loc="upper left")
+        # the rule's decision on each input: own network's entropy against the lowest of the other networks'
+        ax = axes[r][T]
+        margins = torch.cat([rule_margin(seed) for seed in entropies[v]])
+        ax.hist(margins.clamp(-40, 40).numpy(), bins=80, color="C2")
+        ax.axvline(0.0, color="k", lw=0.8)
+        ax.set_title(f"own − best other, log10 entropy\n(< 0: task right, {float((margins < 0).float().mean()):.1%})",
+                     fontsize=8)
+        ax.tick_params(labelsize=7)
     n = {v: len(entropies[v]) for v in variants}
     fig.suptitle("Split MNIST test set: entropy of each task's generated network on its own and on other tasks' "
-                 f"inputs (seeds pooled: {n}; left edge = 0 or < 1e{int(floor)}; dotted: ln 2)", fontsize=9)
+                 f"inputs (seeds pooled: {n}; left edge = 0 or < 1e{int(floor)}; dotted: ln 2); right: the entropy "
+                 "rule's decision per input", fontsize=9)
     fig.tight_layout()
     atomic_save_figure(fig, path)
     plt.close(fig)
@@ -286,7 +325,8 @@ def measure(runs: Path, variants: list[str], split: str, ckpt_root: Path | None,
             report["variants"][variant][str(seed)] = res
             print(f"{variant} seed {seed}: CL3 {100 * res['cl3_average']:.2f}, wrong task "
                   f"{res['errors']['wrong_task']}, right task wrong class {res['errors']['right_task_wrong_class']}, "
-                  f"ties {res['errors']['entropy_ties']}, TI {[round(100 * v, 1) for v in res['per_task']['task_inference']]}",
+                  f"ties {res['errors']['entropy_ties']}, TI {[round(100 * v, 1) for v in res['per_task']['task_inference']]}"
+                  f", spearman {res['spearman_own_median_entropy_vs_task_inference']:.2f}",
                   flush=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1) + "\n")

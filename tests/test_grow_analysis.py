@@ -95,3 +95,9 @@ def test_auroc_of_separated_and_identical_entropies() -> None:
     assert grow_analysis.auroc(torch.tensor([0.0, 0.1]), torch.tensor([0.5, 0.6, 0.7])) == 1.0
     assert grow_analysis.auroc(torch.tensor([0.5, 0.6]), torch.tensor([0.0, 0.1])) == 0.0
     assert grow_analysis.auroc(torch.tensor([0.3, 0.3]), torch.tensor([0.3])) == 0.5
+
+
+def test_spearman() -> None:
+    assert grow_analysis.spearman([1.0, 2.0, 3.0], [10.0, 20.0, 30.0]) == pytest.approx(1.0)
+    assert grow_analysis.spearman([1e-18, 3e-6, 3e-13], [0.97, 0.32, 0.68]) == pytest.approx(-1.0)
+    assert grow_analysis.spearman([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0]) == pytest.approx(0.8)
