@@ -332,7 +332,24 @@ def measure(runs: Path, variants: list[str], split: str, ckpt_root: Path | None,
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     if png is not None and any(entropies.values()):
         plot(entropies, png)
+    print(markdown(report), end="")
     return report
+
+
+def markdown(report: dict) -> str:
+    """One row per (variant, seed): CL3, identification per task, the error split, the top confusions, rho."""
+    lines = [("| row | seed | CL3 final | task identification per task (%) | wrong task / right task, wrong class / "
+             "wrong task but own network right | top confusions (true→inferred: n) | ρ(own entropy, identification) |"),
+             "|---|---|---|---|---|---|---|"]
+    for variant, seeds in report["variants"].items():
+        for seed, res in seeds.items():
+            e = res["errors"]
+            ti = " / ".join(f"{100 * v:.1f}" for v in res["per_task"]["task_inference"])
+            top = ", ".join(f"{c['true']}→{c['inferred']}: {c['count']}" for c in res["top_confusions"][:3])
+            lines.append(f"| {variant} | {seed} | {100 * res['cl3_average']:.2f} | {ti} | {e['wrong_task']} / "
+                         f"{e['right_task_wrong_class']} / {e['wrong_task_own_net_right']} | {top} | "
+                         f"{res['spearman_own_median_entropy_vs_task_inference']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def parse_seeds(text: str) -> list[int]:
