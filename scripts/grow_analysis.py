@@ -298,9 +298,20 @@ def plot(entropies: dict[str, list[list[torch.Tensor]]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------- main
+def _portable(path: str) -> str:
+    """A path as the project names it: from its ``docs/``/``results/`` folder on (a campaign elsewhere on disk keeps
+    the same layout), anything else unchanged."""
+    parts = Path(path).parts
+    for anchor in ("docs", "results"):
+        if anchor in parts and len(parts) > 1:
+            return str(Path(*parts[parts.index(anchor):]))
+    return path
+
+
 def measure(runs: Path, variants: list[str], split: str, ckpt_root: Path | None, data_root: str | None,
             json_path: Path, png: Path | None) -> dict:
-    report: dict[str, Any] = {"split": split, "command": " ".join(["python", "scripts/grow_analysis.py", *sys.argv[1:]]),
+    argv = [_portable(a) for a in sys.argv[1:]]
+    report: dict[str, Any] = {"split": split, "command": " ".join(["python", "scripts/grow_analysis.py", *argv]),
                               "environment": fidelity.environment(), "variants": {}}
     entropies: dict[str, list] = {}
     bench_cache: dict[str, Any] = {}
@@ -321,7 +332,7 @@ def measure(runs: Path, variants: list[str], split: str, ckpt_root: Path | None,
             if split == "test":  # the same numbers as the campaign's own evaluation of this seed
                 recorded = rec["run"]["test"]["raw"]["cl3"]["final"]
                 res["matches_record_cl3_final"] = res["per_task"]["cl3_accuracy"] == recorded
-            res["checkpoint"] = str(ck)
+            res["checkpoint"] = _portable(str(ck))
             report["variants"][variant][str(seed)] = res
             print(f"{variant} seed {seed}: CL3 {100 * res['cl3_average']:.2f}, wrong task "
                   f"{res['errors']['wrong_task']}, right task wrong class {res['errors']['right_task_wrong_class']}, "
