@@ -27,7 +27,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -113,12 +113,20 @@ def run_one(method: str, scenario: str, seed: int, data_root: Path) -> dict:
         res = strategy.eval(bench.test_stream)
     wall = time.perf_counter() - t0
     task = "Task{:03d}" if scenario == "task" else "Task000"
-    accs = [res[f"Top1_Acc_Exp/eval_phase/test_stream/{task.format(e)}/Exp{e:03d}"] for e in range(5)]
+    accs = [float(res[f"Top1_Acc_Exp/eval_phase/test_stream/{task.format(e)}/Exp{e:03d}"]) for e in range(5)]
     return {"method": method, "scenario": scenario, "seed": seed, "final_accuracy": accs,
             "final_average": sum(accs) / len(accs),
-            "stream_accuracy": res["Top1_Acc_Stream/eval_phase/test_stream"],
-            "forgetting": res["StreamForgetting/eval_phase/test_stream"], "steps_per_experience": steps,
-            "wall_s": wall, "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "stream_accuracy": _metric(res, "Top1_Acc_Stream/eval_phase/test_stream"),
+            "forgetting": _metric(res, "StreamForgetting/eval_phase/test_stream"), "steps_per_experience": steps,
+            "wall_s": wall, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "metrics": {k: float(v) for k, v in res.items() if isinstance(v, (int, float))}}
+
+
+def _metric(res: dict, prefix: str) -> Optional[float]:
+    """The metric whose name starts with ``prefix`` (Avalanche appends ``/TaskNNN`` to the stream accuracy of a
+    task-labelled stream); ``None`` unless exactly one matches."""
+    found = [v for k, v in res.items() if k.startswith(prefix)]
+    return float(found[0]) if len(found) == 1 else None
 
 
 def summarize(out: Path) -> dict:
@@ -130,7 +138,9 @@ def summarize(out: Path) -> dict:
     for (scenario, method), runs in sorted(rows.items()):
         entry: dict = {"scenario": scenario, "method": method, "n": len(runs), "seeds": [r["seed"] for r in runs]}
         for key in ("final_average", "forgetting", "wall_s"):
-            vals = [float(r[key]) for r in runs]
+            vals = [float(r[key]) for r in runs if r[key] is not None]
+            if not vals:
+                continue
             sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
             entry[key] = {"mean": statistics.fmean(vals), "std": sd, "se": sd / math.sqrt(len(vals))}
         summary.append(entry)
@@ -189,9 +199,9 @@ def main() -> None:
                     tmp.write_text(json.dumps(r, indent=1))
                     tmp.replace(f)
                     print(f"{scenario:5s} {method:14s} seed {seed}: final average {r['final_average']:.4f} "
-                          f"forgetting {r['forgetting']:.4f} ({r['wall_s']:.0f} s)", flush=True)
+                          f"forgetting {r['forgetting']} ({r['wall_s']:.0f} s)", flush=True)
     for r in summarize(args.out)["rows"]:
-        fa, fg = r["final_average"], r["forgetting"]
+        fa, fg = r["final_average"], r.get("forgetting", {"mean": float("nan")})
         print(f"{r['scenario']:5s} {r['method']:14s} n={r['n']} final {fa['mean']:.4f} ± {fa['std']:.4f} "
               f"forgetting {fg['mean']:.4f} wall {r['wall_s']['mean']:.0f} s")
 
