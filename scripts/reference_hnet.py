@@ -19,12 +19,17 @@ then a venv of its own (``external/venv``: torch 2.13.0 CPU build and the pinned
 pickle cache there). Everything lives in the git-ignored ``external/``; none of its code enters the package.
 
 ``run`` trains ``mnist/train_splitMNIST.py --infer_task_id --infer_with_entropy --cl_scenario S --random_seed K``
-(its own defaults otherwise: 2000 iterations per task, beta 0.01, lookahead; ``mnist/train_args_default.py``:60-104)
+(its own defaults otherwise: 2000 iterations per task, beta 0.01, lookahead; ``mnist/train_args_default.py``:60-108)
 with ONE thread, one seed after another, and writes each finished run as a record of its own,
 ``docs/fidelity/runs/reference/reference_hnet_cl<S>-seed<K>.json``: the command, the reference commit, the patch's
 sha256, the environment (torch build, threads, CPU kernel path, CPU) and the final / during accuracies parsed from the
-reference's own summary file (``performance_overview.txt``, written by ``mnist/train_splitMNIST.py``:85-109). A seed
-whose record exists is skipped, so ``run`` resumes.
+reference's own summary file (``performance_overview.txt``, written by ``_save_performance_summary``,
+``mnist/train_splitMNIST.py``:66-116). A seed whose record exists is skipped, so ``run`` resumes.
+
+Cost, estimated from the first task's rate here (about 27 steps per CPU-second, one thread): 10 000 steps are ~6
+CPU-minutes before the regularised tasks' extra cost (lookahead) and the entropy test one sample at a time
+(``mnist/train_splitMNIST.py``:180-187), so a run is of the order of 10-20 CPU-minutes and five seeds of CL2 and CL3
+a few CPU-hours; ``--scenarios``/``--seeds`` split the work over processes (one record per run, no shared state).
 """
 
 from __future__ import annotations

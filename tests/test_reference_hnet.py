@@ -20,7 +20,7 @@ def _load(name: str) -> Any:
 reference_hnet = _load("reference_hnet")
 fidelity = _load("fidelity")
 
-# the layout mnist/train_splitMNIST.py:85-116 writes (lists via utils/misc.py list_to_str of 0-d tensors)
+# the layout mnist/train_splitMNIST.py:66-116 writes (lists via utils/misc.py list_to_str of 0-d tensors)
 SUMMARY = """acc_after_list tensor(99.9527) tensor(72.1352) tensor(61.5795) tensor(75.2769) tensor(28.6939)
 acc_during_list tensor(99.9527) tensor(80.2645) tensor(70.1708) tensor(78.9023) tensor(28.6939)
 acc_after_mean 67.527640
