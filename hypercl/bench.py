@@ -47,6 +47,12 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], steps: int, warmup: i
     """Median wall time in milliseconds of each function, timed ROUND-ROBIN (a, b, c, a, b, c, ...) so that a change
     of machine load during the measurement hits every function alike and their ratios stay meaningful. The device
     is synchronised around each call."""
+    return {k: statistics.median(v) for k, v in interleaved_times(fns, steps, warmup, device).items()}
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], steps: int, warmup: int,
+                      device: torch.device) -> dict[str, list[float]]:
+    """Every timed call's wall time in milliseconds, per function, timed round-robin as :func:`interleaved_medians`."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -58,7 +64,7 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], steps: int, warmup: i
             fn()
             _sync(device)
             times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
 def median_time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
@@ -249,11 +255,16 @@ def bench_long_task_scaling(benchmark: str, device: torch.device, steps: int, wa
         for T, learner in learners.items():
             x, y = _batch(benchmark, 128, learner.heads.num_classes[T - 1], device)
             fns[str(T)] = (lambda lr=learner, t=T - 1, xx=x, yy=y: lr.train_step(t, xx, yy))
-        ms = interleaved_medians(fns, steps, warmup, device)
+        times = interleaved_times(fns, steps, warmup, device)
+        ms = {k: statistics.median(v) for k, v in times.items()}
         for T, learner in learners.items():
             peak = peak_bytes(fns[str(T)], device)
             held = model_state_bytes(learner)
+            v = times[str(T)]
+            std = statistics.stdev(v) if len(v) > 1 else float("nan")
             rows.append({"variant": label, "method": method, "task": T, "step_ms": ms[str(T)],
+                         "step_n": len(v), "step_mean_ms": statistics.fmean(v), "step_std_ms": std,
+                         "step_se_ms": std / len(v) ** 0.5,
                          "ratio_vs_task1": ms[str(T)] / ms[str(tasks[0])],
                          "step_peak_mb": peak / 2**20, "state_mb": sum(held.values()) / 2**20,
                          "regulariser_mb": held["regulariser"] / 2**20, "model_mb": held["model"] / 2**20,
@@ -294,6 +305,7 @@ def plot_long_task_scaling(rows: list[dict], path: Any, title: str) -> None:
 def _print_long_scaling(rows: list[dict], header: str) -> None:
     print(f"\n{header}")
     print(_fmt_rows(rows, [("variant", "variant", ""), ("task", "T", "d"), ("step_ms", "step ms", ".1f"),
+                           ("step_mean_ms", "mean", ".1f"), ("step_std_ms", "std", ".1f"), ("step_n", "n", "d"),
                            ("ratio_vs_task1", "× task 1", ".2f"), ("step_peak_mb", "step peak MB", ".1f"),
                            ("state_mb", "held MB", ".1f"), ("regulariser_mb", "of which regulariser MB", ".1f")]))
     by = {(r["variant"], r["task"]): r for r in rows}
@@ -522,7 +534,7 @@ def _print_flags(flags: dict) -> None:
 def main_task_scaling(args: Any, report: dict, device: torch.device) -> int:
     """``hypercl bench --task-scaling``: the long task-scaling run (T up to 100) and the hypnettorch anchor only."""
     quick = bool(args.quick)
-    steps = args.steps or (2 if quick else 5)
+    steps = args.steps or (2 if quick else 8)
     tasks = (1, 3) if quick else SCALING_TASKS
     variants = SCALING_VARIANTS if not quick else (
         ("hnet K=all", "hnet", {}), ("hnet K=1 online", "hnet", {"reg_tasks_per_step": 1, "reg_targets": "online"}),

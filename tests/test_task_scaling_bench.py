@@ -58,7 +58,7 @@ def test_long_task_scaling_rows_hold_the_memory_model():
     assert online["regulariser_mb"] * MB == online["hnet_params"] * 4
     assert by[("hnet K=all", 1)]["regulariser_mb"] == 0
     for r in rows:
-        assert r["step_ms"] > 0 and r["step_peak_mb"] > 0 and r["ratio_vs_task1"] > 0
+        assert r["step_ms"] > 0 and r["step_peak_mb"] > 0 and r["ratio_vs_task1"] > 0 and r["step_n"] == 1
     # GROW adds per-task weights to the model, no regulariser
     assert by[("lstm_net_grow", 3)]["model_mb"] > by[("lstm_net_grow", 1)]["model_mb"]
     assert by[("lstm_net_grow", 3)]["regulariser_mb"] == 0
