@@ -89,7 +89,7 @@ def prepare_learner(benchmark: str, method: str, task: int, device: torch.device
     # the output regularisers' before_task only matters for the current task (it replaces the previous targets)
     regulariser = isinstance(learner.strategy, HNETRegularizer)
     for t in range(task - 1):
-        learner._register_task(t, k)
+        learner.register_task(t, k)
         if not regulariser:
             learner.strategy.before_task(learner, t)
         learner.hnet.task_embeddings[t].requires_grad_(False)
@@ -99,9 +99,9 @@ def prepare_learner(benchmark: str, method: str, task: int, device: torch.device
             learner.strategy.after_task(learner, t, None)
         learner.learned_tasks.append(t)
     current = task - 1
-    learner._register_task(current, k)
+    learner.register_task(current, k)
     learner.strategy.before_task(learner, current)
-    learner.optimizer = learner._make_optimizer()
+    learner.optimizer = learner.make_task_optimizer()
     learner.hnet.train()
     learner.target.train()
     return learner
@@ -121,7 +121,7 @@ def _plain_step_fn(learner: ContinualLearner, x: torch.Tensor, y: torch.Tensor) 
     for p in own:
         p.requires_grad_(True)
     opt = torch.optim.Adam(own, lr=1e-3, fused=True)  # the same fused Adam the learner uses
-    start, stop = learner._train_units(learner.learned_tasks[-1] + 1 if learner.learned_tasks else 0)
+    start, stop = learner.train_units(learner.learned_tasks[-1] + 1 if learner.learned_tasks else 0)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -266,7 +266,7 @@ class DataParallelSteps:
 
     def _shard_objective(self, task_id: int, x: torch.Tensor, y: torch.Tensor, weight: float) -> torch.Tensor:
         """This rank's task loss (weighted mean over its shard) + the penalty, as one graph (the DDP forward)."""
-        logits = self._forward(task_id, x)
+        logits = self.task_logits(task_id, x)
         if len(y) == 0:  # a last batch smaller than the world size: nothing here, but the same graph
             loss = logits.sum() * 0.0
         else:

@@ -30,7 +30,7 @@ from torch.func import functional_call, vmap
 from .batches import stack_inputs
 from .generators import RecurrentGenerator
 from .generators.mlp import chunk_inputs
-from .generators.recurrent import _GATES
+from .generators.recurrent import GATES
 from .hypernetwork import HyperNetwork
 from .learner import ContinualLearner, NonFiniteLossError, make_optimizer
 from .regularizers import hnet_output_regularizer, importance_weighted_regularizer
@@ -52,7 +52,7 @@ def ensemble_recurrence(pre: torch.Tensor, weight_hh: torch.Tensor, bias_hh: tor
     (``x·I + 0`` is exact). Returns the hidden states ``(S, B, L, H)``.
     """
     s, b, length, gh = pre.shape
-    g = _GATES[cell]
+    g = GATES[cell]
     h = gh // g
     big_in = pre.reshape(s, b, length, g, h).permute(1, 2, 3, 0, 4).reshape(b, length, g * s * h)
     eye = torch.eye(s, device=pre.device, dtype=pre.dtype)
@@ -158,7 +158,7 @@ class SeedEnsemble:
             named = dict(m.hnet.named_parameters())
             for n, p in params.items():
                 named[n].copy_(p[i])
-            m.optimizer = m._make_optimizer()
+            m.optimizer = m.make_task_optimizer()
             per = {k: {key: (v[i] if v.dim() > 0 else v).clone() if torch.is_tensor(v) else v
                        for key, v in st.items()} for k, st in state["state"].items()}
             m.optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
@@ -244,7 +244,7 @@ class SeedEnsemble:
         first = self.members[0]
         for i, m in enumerate(self.members):
             with self.member_rng(i):
-                m._register_task(task_id, num_classes)
+                m.register_task(task_id, num_classes)
                 m.strategy.before_task(m, task_id)
                 m.hnet.train()
                 m.target.train()

@@ -17,9 +17,11 @@ from torch import nn
 
 from .chunking import ChunkPlan
 from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenerator, MLPGenerator
+from .generators.init import VON_OSWALD_EMB_STD, von_oswald_init_
 from .target import FunctionalTarget, wrap
 
-__all__ = ["HyperNetwork", "GENERATORS", "INIT_SCHEMES", "default_chunk_size", "init_scale_map", "von_oswald_init_"]
+__all__ = ["HyperNetwork", "GENERATORS", "INIT_SCHEMES", "default_chunk_size", "init_scale_map", "von_oswald_init_",
+           "VON_OSWALD_EMB_STD", "build_generator"]
 
 GENERATORS = {"lstm": LSTMGenerator, "gru": GRUGenerator, "mlp": MLPGenerator, "chunked_mlp": ChunkedMLPGenerator}
 DEFAULT_HIDDEN = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10)}
@@ -29,35 +31,6 @@ TaskIds = Union[int, Sequence[int], torch.Tensor]
 #: ``"target_scale"``: backend defaults (``nn.Linear``-like) + the target's init-scale map (:func:`init_scale_map`);
 #: ``"von_oswald"``: von Oswald et al. 2020's own scheme (:func:`von_oswald_init_`), weights emitted unscaled.
 INIT_SCHEMES = ("target_scale", "von_oswald")
-
-#: std of the task and chunk embeddings under ``init="von_oswald"``: ``--std_normal_temb`` and ``--std_normal_emb``
-#: default to 1.0 in the original's ``utils/cli_args.py`` (lines 437 and 440, github.com/chrhenning/hypercl at
-#: e32567889f772f8de783a437ff0beb2d426bc7b6), added to the MNIST scripts by ``mnist/replay/train_args_replay.py:67``
-#: and not overridden by ``mnist/train_args_default.py``.
-VON_OSWALD_EMB_STD = 1.0
-
-
-@torch.no_grad()
-def von_oswald_init_(named_params: Any, emb_std: float = VON_OSWALD_EMB_STD) -> None:
-    """von Oswald et al.'s hypernetwork initialisation, in place, on ``(name, parameter)`` pairs.
-
-    The original (``mnist/train_utils.py`` lines 255-269 of github.com/chrhenning/hypercl at e325678): every weight
-    matrix (``ndim > 1``) gets ``xavier_uniform_``, every bias (``ndim == 1``) zero, then the task embeddings and the
-    chunk embeddings are redrawn from ``N(0, std)`` (default std 1, :data:`VON_OSWALD_EMB_STD`). A parameter whose
-    name contains ``"embedding"`` is treated as an embedding. ``xavier_uniform_``'s bound
-    ``sqrt(6 / (fan_in + fan_out))`` is symmetric in the two fans, so the ``(in, out)`` storage of
-    :class:`~hypercl.generators.base.ChunkProjection` gets the same bound as ``nn.Linear``'s ``(out, in)``.
-    For the LSTM/GRU generators (no public code) the same rule is our transfer of the scheme: each of
-    ``weight_ih``/``weight_hh`` (all gates stacked) is one xavier matrix, all biases zero.
-    """
-    for name, p in named_params:
-        if "embedding" in name:
-            nn.init.normal_(p, mean=0.0, std=emb_std)
-        elif p.ndim == 1:
-            nn.init.zeros_(p)
-        else:
-            nn.init.xavier_uniform_(p)
-
 
 def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
     """``task_ids`` (an int, a sequence or a tensor) as a list of ints, each checked against ``num_tasks``."""
@@ -78,9 +51,10 @@ def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
     return ids
 
 
-def _build_generator(
+def build_generator(
     kind: str, plan: ChunkPlan, task_emb_dim: int, chunk_emb_dim: int, hidden: Any, **kwargs: Any
 ) -> Generator:
+    """The generator ``kind`` (a key of :data:`GENERATORS`) for ``plan``; ``hidden`` is an LSTM/GRU size or MLP widths."""
     if kind in ("lstm", "gru"):
         return GENERATORS[kind](plan, task_emb_dim, chunk_emb_dim, hidden_size=int(hidden), **kwargs)
     if kind == "chunked_mlp":
@@ -105,7 +79,7 @@ def default_chunk_size(
     while True:
         c = math.ceil(num_params / n)
         with torch.device("meta"):
-            gen = _build_generator(kind, ChunkPlan(num_params, c), task_emb_dim, chunk_emb_dim, hidden, **kwargs)
+            gen = build_generator(kind, ChunkPlan(num_params, c), task_emb_dim, chunk_emb_dim, hidden, **kwargs)
         count = sum(p.numel() for p in gen.parameters())
         if count <= num_params:
             return c
@@ -211,7 +185,7 @@ class HyperNetwork(nn.Module):
                 chunk_size = default_chunk_size(n, generator, task_emb_dim, chunk_emb_dim, hidden, **generator_kwargs)
             plan = ChunkPlan(n, chunk_size)
             self.generator_kind = generator
-            self.generator = _build_generator(generator, plan, task_emb_dim, chunk_emb_dim, hidden, **generator_kwargs)
+            self.generator = build_generator(generator, plan, task_emb_dim, chunk_emb_dim, hidden, **generator_kwargs)
             self.config = {
                 "generator": generator,
                 "chunk_size": int(chunk_size),

@@ -1,71 +1,39 @@
-"""The continual learner: trains a hypernetwork (or a plain target) on a sequence of tasks with a strategy, evaluates
-the CL1/CL2/CL3 scenarios, keeps the accuracy matrix, and saves/loads checkpoints.
+"""The continual learner: trains a hypernetwork (or a plain target) on a sequence of tasks with a strategy.
+
+Evaluation (the CL1/CL2/CL3 scenarios and the accuracy matrix) lives in :mod:`hypercl.evaluation`, checkpoints in
+:mod:`hypercl.learner_checkpoint`, optimizers in :mod:`hypercl.optim`; :class:`ContinualLearner` joins them.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .batches import DataError, TaskSource, task_source
-from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
-from .direct import DirectWeights
 from .distributed import DataParallelSteps, DistributedContext, check_batch_size
-from .hypernetwork import HyperNetwork
-from .models.registry import build_model, model_spec
+from .evaluation import Evaluation
 from .fisher import task_fisher
-from .scenarios import SCENARIOS, HeadLayout, check_scenario, evaluate_task, row_temperatures
-from .task_inference import confusion_matrix, get_criterion, make_candidates
+from .learner_checkpoint import WEIGHT_SOURCES, Checkpointing, Model, register_weight_source, restore_model_state
+from .optim import FUSED_OPTIMIZERS, OPTIMIZERS, make_optimizer
+from .scenarios import SCENARIOS, HeadLayout, check_scenario
 from .strategies import Strategy, get_strategy
-from .target_forward import AUTOCAST_DTYPES, TargetForward, _dtype_name, _plain
+from .target_forward import AUTOCAST_DTYPES, TargetForward
 
-__all__ = ["ContinualLearner", "NonFiniteLossError", "OPTIMIZERS", "AUTOCAST_DTYPES"]
+__all__ = ["ContinualLearner", "NonFiniteLossError", "OPTIMIZERS", "FUSED_OPTIMIZERS", "AUTOCAST_DTYPES",
+           "make_optimizer", "WEIGHT_SOURCES", "register_weight_source", "restore_model_state"]
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
-
-#: optimizers run with their fused single-kernel implementation unless ``optimizer_kwargs`` says otherwise (on CPU
-#: fused Adam's step takes 0.6 ms against 1.7 ms for the default loop at the Split MNIST HNET config)
-FUSED_OPTIMIZERS = ("adam", "adamw")
-
-Model = Union[HyperNetwork, DirectWeights]
 Data = Any  # (X, Y) in memory, an object with x_train/y_train, or an iterable of (x, y) batches: hypercl.batches
-
-
-#: weight sources other than the HyperNetwork that checkpoints can rebuild: ``kind -> cls(model)``; each has
-#: ``kind``, ``state_extra()`` and ``load_state_extra(state)``
-WEIGHT_SOURCES: dict[str, Callable[[nn.Module], Any]] = {"direct": DirectWeights}
-
-
-def register_weight_source(kind: str, cls: Callable[[nn.Module], Any]) -> None:
-    """Let :meth:`ContinualLearner.load` rebuild a weight source of this ``kind`` from its target module."""
-    WEIGHT_SOURCES[kind] = cls
-
-
-def make_optimizer(name: str, params: list[torch.Tensor], lr: float, kwargs: Optional[dict] = None
-                   ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params``; Adam/AdamW run fused (one kernel) unless ``kwargs`` choose
-    ``fused`` or ``foreach`` themselves, wherever every parameter is a float tensor on the CPU or CUDA."""
-    kw = dict(kwargs or {})
-    if name in FUSED_OPTIMIZERS and not {"fused", "foreach"} & set(kw):
-        kw["fused"] = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
-    return OPTIMIZERS[name](params, lr=lr, **kw)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the task and the iteration."""
 
 
-class ContinualLearner(TargetForward, DataParallelSteps):
+class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointing):
     """Learn tasks one after another with a hypernetwork (or a plain network) and a continual-learning strategy.
 
     Args:
@@ -180,7 +148,8 @@ class ContinualLearner(TargetForward, DataParallelSteps):
     def target(self):  # noqa: ANN201 - FunctionalTarget
         return self.hnet.target
 
-    def _register_task(self, task_id: int, num_classes: int) -> None:
+    def register_task(self, task_id: int, num_classes: int) -> None:
+        """Register a new task (in order) with ``num_classes`` classes: heads, a task embedding, per-task buffers."""
         if task_id in self.learned_tasks:
             raise ValueError(f"task {task_id} was already learned; tasks are learned once, in order")
         missing = [t for t in range(task_id) if t not in self.heads.num_classes]
@@ -222,10 +191,10 @@ class ContinualLearner(TargetForward, DataParallelSteps):
     # ------------------------------------------------------------------ training
     def task_loss(self, task_id: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the task's local labels over the task's output units (see :class:`HeadLayout`)."""
-        start, stop = self._train_units(task_id)
+        start, stop = self.train_units(task_id)
         if logits.dim() != 2 or stop > logits.shape[-1]:
             self._bad_logits(task_id, logits, start, stop)
-        shift = self.heads.offset(task_id) - start if self._uses_global_labels() else 0
+        shift = self.heads.offset(task_id) - start if self.uses_global_labels() else 0
         return F.cross_entropy(logits[..., start:stop], y + shift)
 
     def _bad_logits(self, task_id: int, logits: Any, start: int, stop: int) -> None:
@@ -234,22 +203,26 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             raise DataError(f"task {task_id}: the target's logits have shape {shape}, expected (batch, outputs): "
                             "pick per-sample class scores with wrap(model, output=...), e.g. "
                             "output=lambda out: out.logits[:, -1]")
-        layout = "one head over all classes (CL3)" if self._uses_global_labels() else \
+        layout = "one head over all classes (CL3)" if self.uses_global_labels() else \
             f"output_layout={self.heads.output_layout!r}"
         raise DataError(f"task {task_id} needs output units [{start}, {stop}) ({self.heads.num_classes[task_id]} "
                         f"classes, {layout}), but the target has {logits.shape[-1]} outputs: give the model at "
                         f"least {stop} outputs" + ("" if self.heads.output_layout == "shared" or not self.task_conditioned
                                                    else ", or use output_layout='shared'"))
 
-    def _uses_global_labels(self) -> bool:
+    def uses_global_labels(self) -> bool:
+        """Whether labels are global class ids (a plain network in CL3: one head over every class seen so far)."""
         return not self.task_conditioned and self.scenario == "cl3"
 
-    def _train_units(self, task_id: int) -> tuple[int, int]:
-        if self._uses_global_labels():  # CL3 baseline: one head expanding over every class seen so far
+    def train_units(self, task_id: int) -> tuple[int, int]:
+        """The output units ``[start, stop)`` the task loss of ``task_id`` is computed over."""
+        if self.uses_global_labels():  # CL3 baseline: one head expanding over every class seen so far
             return 0, self.heads.offset(task_id) + self.heads.num_classes[task_id]
         return self.heads.units(task_id)
 
-    def _forward(self, task_id: int, x: torch.Tensor) -> torch.Tensor:
+    def task_logits(self, task_id: int, x: Any) -> torch.Tensor:
+        """The target's output on ``x`` under task ``task_id``'s weights and BatchNorm statistics (the training
+        forward: with gradients, in the target's current train/eval mode)."""
         params = self.hnet(task_id)
         return self._target_forward(params, x, self.task_buffers.get(task_id))
 
@@ -267,7 +240,7 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         if self.train_transform is not None:
             x = self.train_transform(x)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task_loss(task_id, self._forward(task_id, x), y)
+        loss = self.task_loss(task_id, self.task_logits(task_id, x), y)
         if self.strategy.uses_lookahead:
             loss.backward()
             reg = self.strategy.penalty(self, task_id)
@@ -283,7 +256,8 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         self.strategy.after_step(self, task_id)
         return total
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def make_task_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh optimizer over the parameters trainable now (built at the start of every task)."""
         params = [p for p in self.hnet.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError("no trainable parameters left in the model")
@@ -364,9 +338,9 @@ class ContinualLearner(TargetForward, DataParallelSteps):
         """What :meth:`fit_task` does before its first step, for a training loop run elsewhere (e.g.
         :class:`hypercl.avalanche.HyperCLStrategy`): register the task (its output units, a new task embedding,
         fresh per-task buffers), run the strategy's ``before_task`` and build the task's optimizer (returned)."""
-        self._register_task(task_id, int(num_classes))
+        self.register_task(task_id, int(num_classes))
         self.strategy.before_task(self, task_id)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = self.make_task_optimizer()
         return self.optimizer
 
     def end_task(self, task_id: int, data: Data) -> None:
@@ -376,29 +350,6 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             self.hnet.task_embeddings[task_id].requires_grad_(False)  # old embeddings stay fixed
         self.strategy.after_task(self, task_id, data)
         self.learned_tasks.append(task_id)
-
-    def task_logits(self, task_id: int, x: Any) -> torch.Tensor:
-        """The target's output on ``x`` under task ``task_id``'s weights and BatchNorm statistics (the training
-        forward: with gradients, in the target's current train/eval mode)."""
-        return self._forward(task_id, x)
-
-    def task_weights(self, task_ids: Sequence[int]) -> tuple[dict, Optional[dict]]:
-        """The weights of ``task_ids`` generated in one call, stacked ``(T, ...)``, and their per-task buffers
-        stacked the same way (``None`` without buffers); for a plain network the one weight set, ``T = 1``."""
-        ids = list(task_ids)
-        if not self.task_conditioned:
-            single = self.hnet(ids[-1])
-            return {n: w.unsqueeze(0) for n, w in single.items()}, None
-        stacked = self.hnet.generate(ids)
-        if not self.task_buffers:
-            return stacked, None
-        names = list(self.task_buffers[ids[0]])
-        return stacked, {n: torch.stack([self.task_buffers[t][n] for t in ids]) for n in names}
-
-    def batched_logits(self, weights: tuple[dict, Optional[dict]], x: Any) -> torch.Tensor:
-        """``(T, B, O)``: each weight set of :meth:`task_weights` applied to the batch ``x`` in one ``vmap`` call."""
-        stacked, bufs = weights
-        return self.target.batched(stacked, x, buffers=bufs, buffers_per_task=bufs is not None)
 
     # ------------------------------------------------------------------ Fisher (eq. 4) for IWR
     def task_fisher(
@@ -419,293 +370,3 @@ class ContinualLearner(TargetForward, DataParallelSteps):
             params = self.hnet(task_id)
         return task_fisher(self.target, params, batches, lambda out, yy: self.task_loss(task_id, out, yy),
                            buffers=self.task_buffers.get(task_id), normalize=normalize)
-
-    # ------------------------------------------------------------------ evaluation
-    def _task_test_sets(self, tasks_data: Any) -> dict[int, TaskSource]:
-        if isinstance(tasks_data, Mapping):
-            items = {int(k): v for k, v in tasks_data.items()}
-        elif hasattr(tasks_data, "tasks"):
-            items = dict(enumerate(tasks_data.tasks))
-        else:
-            items = dict(enumerate(tasks_data))
-        return {t: self._source(d, t, "test") for t, d in items.items() if t in self.learned_tasks}
-
-    @torch.no_grad()
-    def evaluate(
-        self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
-        temperatures: Any = None, task_inference: Any = None,
-    ) -> dict[str, dict]:
-        """Test accuracy of every LEARNED task, in each scenario (default: the learner's ``scenario``).
-
-        ``tasks_data``: a benchmark (``.tasks``), a list indexed by task id, or a dict ``{task_id: data}``; each task
-        as :meth:`fit_task` takes it: ``(X, Y)`` (local labels), an object with ``x_test``/``y_test``, or an iterable
-        of ``(x, y)`` batches (a DataLoader). For a hypernetwork all learned tasks' weights are generated in one call
-        and applied to each test batch in one ``vmap`` call (a loop over the tasks where vmap cannot run the target);
-        CL2/CL3 infer the task per sample by entropy, and the task-inference accuracy is reported.
-        ``temperatures`` (per task id: a sequence, tensor or ``{task: T}``): each candidate task's logits are divided
-        by its ``T_t`` before the softmax of the entropy and of the prediction (``None``: unchanged). With ``record``
-        the row is appended to the accuracy matrix (as "after learning the last learned task").
-        ``task_inference``: the CL2/CL3 criterion, a name of :mod:`hypercl.task_inference` (``"entropy"`` by default,
-        ``"energy"``, ``"max_logit"``, ``"entropy_gradient"``, ``"ensemble:samples=8,scale=0.5"``, ...) or a
-        :class:`~hypercl.task_inference.Criterion`; the hypernetwork is called once for all tasks. For CL2/CL3 of a
-        hypernetwork each scenario's result also holds ``inferred`` (``{task: [inferred task id per test sample]}``),
-        ``confusion`` (``{"tasks": learned ids, "counts": true task × inferred task}``) and ``task_inference_method``.
-        """
-        scen = [check_scenario(s) for s in (scenarios or [self.scenario])]
-        if not self.learned_tasks:
-            raise RuntimeError("no task has been learned yet")
-        sets = self._task_test_sets(tasks_data)
-        learned = list(self.learned_tasks)
-        temps = row_temperatures(temperatures, learned, self.device)
-        criterion = get_criterion(task_inference)
-        infers = self.task_conditioned and any(s != "cl1" for s in scen)
-        was_training = self.target.training
-        self.target.eval()
-        self.hnet.eval()
-        infer = None
-        inferred: dict[int, list] = {}
-        try:
-            if self.task_conditioned:
-                bufs = None
-                if self.task_buffers:
-                    names = list(self.task_buffers[learned[0]])
-                    bufs = {n: torch.stack([self.task_buffers[t][n] for t in learned]) for n in names}
-                cands = make_candidates(self.hnet, self.target, learned, criterion if infers else get_criterion(None),
-                                        bufs, temps)
-                logits_of = cands.logits
-
-                def infer(logits: torch.Tensor, mask: torch.Tensor, xb: Any) -> torch.Tensor:
-                    return criterion.infer(logits, mask, xb, cands)
-            else:
-                single = self.hnet(learned[-1])
-
-                def logits_of(xb: Any) -> torch.Tensor:
-                    return self.target(single, xb)
-            out: dict[str, dict] = {s: {"accuracy": {}, "task_inference": {}} for s in scen}
-            for task, src in sets.items():
-                k = self.heads.num_classes[task]
-                src.check(k)
-                inferred[task] = []
-                res = evaluate_task(logits_of, src.iterate(self.device, k, self.eval_batch_size), self.heads,
-                                    learned, task, self.task_conditioned, scen, temps, infer, inferred[task])
-                for s in scen:
-                    out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
-        finally:
-            self.target.train(was_training)
-            self.hnet.train(was_training)
-        ids = torch.tensor(learned)
-        per_task = {t: torch.cat(r).cpu() for t, r in inferred.items() if r}  # rows: positions in `learned`
-        confusion = None
-        if per_task:
-            true = torch.cat([torch.full_like(v, learned.index(t)) for t, v in per_task.items()])
-            counts = confusion_matrix(true, torch.cat(list(per_task.values())), len(learned))
-            confusion = {"tasks": learned, "counts": counts.tolist()}
-        for s in scen:
-            accs = list(out[s]["accuracy"].values())
-            out[s]["average"] = sum(accs) / len(accs) if accs else float("nan")
-            row = {"after_task": learned[-1], "accuracy": dict(out[s]["accuracy"]),
-                   "task_inference": dict(out[s]["task_inference"])}
-            if confusion is not None and s != "cl1":
-                out[s]["inferred"] = {t: ids[v].tolist() for t, v in per_task.items()}
-                out[s]["confusion"] = confusion
-                out[s]["task_inference_method"] = row["task_inference_method"] = criterion.spec()
-                row["confusion"] = confusion
-            if record:
-                self.history[s].append(row)
-        return out
-
-    def results(self, scenario: Optional[str] = None) -> dict:
-        """The recorded accuracy matrix and its summaries for one scenario (plain data, JSON-ready).
-
-        ``matrix[i][j]``: accuracy on task ``j`` after learning task ``rows[i]`` (``None`` where not evaluated);
-        ``final_average``: mean of the last row; ``during``: each task right after it was learned;
-        ``backward_transfer``: mean over all but the last task of (final − during) (negative = forgetting).
-        """
-        s = check_scenario(scenario or self.scenario)
-        rows = self.history[s]
-        tasks = sorted({t for r in rows for t in r["accuracy"]})
-        matrix = [[r["accuracy"].get(t) for t in tasks] for r in rows]
-        ti = [[r["task_inference"].get(t) for t in tasks] for r in rows]
-        confusion = [r.get("confusion") for r in rows]
-        methods = {r["task_inference_method"] for r in rows if r.get("task_inference_method")}
-        during = {}
-        for r in rows:
-            t = r["after_task"]
-            if t in r["accuracy"]:
-                during[t] = r["accuracy"][t]
-        final = rows[-1]["accuracy"] if rows else {}
-        final_avg = sum(final.values()) / len(final) if final else None
-        during_avg = sum(during.values()) / len(during) if during else None
-        last = rows[-1]["after_task"] if rows else None
-        bwt_terms = [final[t] - during[t] for t in final if t in during and t != last]
-        return {
-            "scenario": s,
-            "tasks": tasks,
-            "rows": [r["after_task"] for r in rows],
-            "matrix": matrix,
-            "task_inference_matrix": ti,
-            "task_inference_confusion": confusion,
-            "task_inference_method": ", ".join(sorted(methods)) or None,
-            "final_average": final_avg,
-            "during": [during.get(t) for t in tasks],
-            "during_average": during_avg,
-            "backward_transfer": sum(bwt_terms) / len(bwt_terms) if bwt_terms else None,
-        }
-
-    # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict:
-        """Everything needed to go on, as plain data (see :meth:`save`)."""
-        hnet = self.hnet
-        is_hnet = isinstance(hnet, HyperNetwork)
-        if is_hnet and hnet.config is None:
-            config = None
-        else:
-            config = dict(hnet.config)
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model_kind": "hypernetwork" if is_hnet else hnet.kind,
-            "model_config": config,
-            "model_spec": model_spec(self.target.module),
-            "num_tasks": hnet.num_tasks,
-            "growing": bool(getattr(hnet.generator, "growing", False)) if is_hnet else False,
-            "model_state": hnet.state_dict(),
-            "model_extra": {} if is_hnet else hnet.state_extra(),
-            "requires_grad": {n: p.requires_grad for n, p in hnet.named_parameters()},
-            "target_buffers": OrderedDict((n, b) for n, b in self.target.module.named_buffers()),
-            "task_buffers": {t: dict(b) for t, b in self.task_buffers.items()},
-            "strategy": {"name": self.strategy.name, "config": self.strategy.config(),
-                         "state": self.strategy.state_dict()},
-            "learner": {
-                "scenario": self.scenario,
-                "optimizer": self.optimizer_name,
-                "lr": self.lr,
-                "optimizer_kwargs": self.optimizer_kwargs,
-                "output_layout": self.heads.output_layout,
-                "batch_size": self.batch_size,
-                "eval_batch_size": self.eval_batch_size,
-                "seed": self.seed,
-                "check_every": self.check_every,
-                "compile": self.compile,
-                "compile_options": _plain(self.compile_options),
-                "autocast_dtype": _dtype_name(self.autocast_dtype),
-            },
-            "optimizer_state": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "num_classes": dict(self.heads.num_classes),
-            "learned_tasks": list(self.learned_tasks),
-            "history": self.history,
-            "train_log": self.train_log,
-            "rng": {"learner": self.rng.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-        }
-
-    def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write a checkpoint atomically (temp file + rename): hypernetwork, task embeddings, GROW weights,
-        strategy state (targets, Fisher vectors), per-task BatchNorm statistics, optimizer, RNG states, results."""
-        atomic_save(self.state(), path)
-
-    @classmethod
-    def load(
-        cls,
-        path: Union[str, os.PathLike],
-        model: Optional[nn.Module] = None,
-        hnet: Optional[Model] = None,
-        device: Union[str, torch.device, None] = None,
-        strategy: Optional[Strategy] = None,
-        progress: bool = False,
-        distributed: Optional[DistributedContext] = None,
-    ) -> "ContinualLearner":
-        """A ready learner from a checkpoint.
-
-        The target network is rebuilt from its registered spec (``hypercl.models``); for your own module class pass
-        ``model=`` (a fresh instance of the same architecture), and for a hypernetwork built around a custom
-        Generator instance pass ``hnet=``. A custom Strategy instance is passed as ``strategy=``. ``distributed``
-        (not stored) resumes a data-parallel run: every rank loads the same checkpoint. ``compile``,
-        ``compile_options`` and ``autocast_dtype`` come from the checkpoint (off for older ones); set the
-        attributes of the returned learner to change them.
-        """
-        state = load_checkpoint(path, map_location="cpu")
-        try:
-            if hnet is None:
-                if model is None:
-                    spec = state["model_spec"]
-                    if spec is None:
-                        raise CheckpointError(
-                            f"{path}: the target is not a registered hypercl model; pass model= (a fresh instance "
-                            "of the same architecture) to ContinualLearner.load"
-                        )
-                    model = build_model(spec["name"], **spec["kwargs"])
-                kind = state["model_kind"]
-                if kind != "hypernetwork":
-                    if kind not in WEIGHT_SOURCES:
-                        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(WEIGHT_SOURCES)}")
-                    hnet = WEIGHT_SOURCES[kind](model)
-                else:
-                    if state["model_config"] is None:
-                        raise CheckpointError(f"{path}: the hypernetwork used a custom Generator; pass hnet=")
-                    cfg = dict(state["model_config"])
-                    kind = cfg.pop("generator")
-                    hnet = HyperNetwork(model, generator=kind, num_tasks=state["num_tasks"], **cfg)
-            else:
-                while hnet.num_tasks < state["num_tasks"]:
-                    hnet.add_task()
-            restore_model_state(hnet, state)
-        except CheckpointError:
-            raise
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path} does not fit this model: {e}") from e
-        cfg = state["learner"]
-        st = strategy or get_strategy(state["strategy"]["name"], **state["strategy"]["config"])
-        learner = cls(
-            hnet, strategy=st, scenario=cfg["scenario"], optimizer=cfg["optimizer"], lr=cfg["lr"],
-            optimizer_kwargs=cfg["optimizer_kwargs"], output_layout=cfg["output_layout"],
-            batch_size=cfg["batch_size"], eval_batch_size=cfg["eval_batch_size"], device=device,
-            seed=cfg["seed"], progress=progress, check_every=cfg["check_every"], distributed=distributed,
-            compile=cfg.get("compile", False), compile_options=cfg.get("compile_options"),
-            autocast_dtype=cfg.get("autocast_dtype"),
-        )
-        dev = learner.device
-        st.load_state_dict(_to(state["strategy"]["state"], dev))
-        learner.heads.num_classes = {int(k): int(v) for k, v in state["num_classes"].items()}
-        learner.learned_tasks = [int(t) for t in state["learned_tasks"]]
-        learner.task_buffers = {int(t): OrderedDict((n, b.to(dev)) for n, b in bufs.items())
-                                for t, bufs in state["task_buffers"].items()}
-        learner.history = {s: list(rows) for s, rows in state["history"].items()}
-        learner.train_log = dict(state["train_log"])
-        learner.rng.set_state(state["rng"]["learner"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        if state["optimizer_state"] is not None:
-            learner.optimizer = learner._make_optimizer() if any(p.requires_grad for p in hnet.parameters()) else None
-            if learner.optimizer is not None:
-                try:
-                    learner.optimizer.load_state_dict(state["optimizer_state"])
-                except (ValueError, KeyError):
-                    learner.optimizer = None  # parameters were frozen after the task: a new task builds a new one
-        return learner
-
-
-def restore_model_state(hnet: Model, state: dict) -> None:
-    """Put a checkpoint's model state into a weight source built with the same config and ``num_tasks`` tasks:
-    GROW mode, extra state, parameters, which parameters are frozen, and the target module's own buffers."""
-    if state["growing"]:
-        hnet.generator.enable_growth(hnet.num_tasks)
-    if state["model_kind"] != "hypernetwork":
-        hnet.load_state_extra(state["model_extra"])
-    hnet.load_state_dict(state["model_state"])
-    for n, p in hnet.named_parameters():
-        p.requires_grad_(state["requires_grad"].get(n, True))
-    own = dict(hnet.target.module.named_buffers())
-    for n, b in state["target_buffers"].items():
-        own[n].copy_(b)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj

@@ -38,14 +38,15 @@ def _autocast_dtype(value: Union[None, str, torch.dtype]) -> Optional[torch.dtyp
     raise ValueError(f"autocast_dtype must be torch.bfloat16, torch.float16 or None, got {value!r}")
 
 
-def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+def dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+    """``"bfloat16"`` for ``torch.bfloat16`` (JSON- and checkpoint-friendly); ``None`` stays ``None``."""
     return None if dtype is None else str(dtype).replace("torch.", "")
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     """The plain-data part of ``compile_options`` (what a ``weights_only`` checkpoint can hold)."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items() if _plain(v) is not _DROP}
+        return {str(k): plain(v) for k, v in obj.items() if plain(v) is not _DROP}
     if obj is None or isinstance(obj, (str, bool, int, float)):
         return obj
     return _DROP

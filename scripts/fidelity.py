@@ -44,7 +44,8 @@ import torch
 from hypercl.calibration import task_temperature
 from hypercl.checkpoint import atomic_write_text
 from hypercl.experiments.configs import method_config
-from hypercl.experiments.runner import _stats, build_benchmark, build_learner, run_seed
+from hypercl.experiments.runner import build_benchmark, build_learner, run_seed
+from hypercl.experiments.summary import seed_stats
 
 PROTOCOL = "fidelity-1"
 SCENARIOS = ("cl1", "cl2", "cl3")
@@ -437,7 +438,7 @@ def infer_table(out: Path) -> str:
 # ---------------------------------------------------------------- table
 def stats(values: list[float]) -> dict:
     """n, mean, sample std (n-1) and standard error std/sqrt(n): the runner's tested summary (std, SE None at n=1)."""
-    return _stats(values)
+    return seed_stats(values)
 
 
 def fmt(st: dict, scale: float = 100.0) -> str:

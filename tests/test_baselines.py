@@ -100,7 +100,7 @@ def test_predicted_label_fisher(scenario):
         learner.fit_task(t, TASKS[t][0], iterations=20, num_classes=2)
     x, y = TASKS[1][0]
     with torch.no_grad():
-        logits = learner._forward(1, x)
+        logits = learner.task_logits(1, x)
     if scenario == "cl1":  # per-task head: local labels over the task's own units
         pred = logits[:, 2:4].argmax(-1)
     else:  # expanding head over all classes seen: the global class minus the task's offset

@@ -99,7 +99,7 @@ def test_replay_method_through_the_cli(tmp_path, capsys):
     data = json.loads(result_file(tmp_path, "lstm_net_grow+r").read_text())
     assert len(data["runs"][0]["scenarios"]["cl3"]["matrix"]) == 5
     assert (result_file(tmp_path, "lstm_net_grow+r").parent / (result_file(tmp_path, "lstm_net_grow+r").stem + "_samples_seed0.png")).read_bytes()[:4] == b"\x89PNG"
-    from hypercl.cli import _methods
+    from hypercl.cli.args import methods as _methods
     from hypercl.replay import REPLAY_METHODS
 
     assert _methods("replay") == list(REPLAY_METHODS) and "dgr+distill" in REPLAY_METHODS

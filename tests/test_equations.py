@@ -88,9 +88,9 @@ def _learner_after_two_tasks(strategy, **kw):
     for t in range(2):
         x, y = torch.randn(64, 10), torch.randint(0, 2, (64,))
         learner.fit_task(t, (x, y), iterations=5)
-    learner._register_task(2, 2)
+    learner.register_task(2, 2)
     learner.strategy.before_task(learner, 2)
-    learner.optimizer = learner._make_optimizer()
+    learner.optimizer = learner.make_task_optimizer()
     return learner
 
 
@@ -123,7 +123,7 @@ def test_lookahead_evaluates_old_weights_at_the_candidate_step():
     hnet, st = learner.hnet, learner.strategy
     x, y = torch.randn(16, 10), torch.randint(0, 2, (16,))
     learner.optimizer.zero_grad()
-    learner.task_loss(2, learner._forward(2, x), y).backward()
+    learner.task_loss(2, learner.task_logits(2, x), y).backward()
     steps = candidate_step(learner.optimizer)
     assert steps, "the task loss must give a candidate step"
     reg = st.penalty(learner, 2)

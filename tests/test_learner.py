@@ -73,7 +73,7 @@ def test_old_task_embeddings_are_frozen_and_new_one_learns_from_task_loss_only()
     learner, _ = run_sequence("hnet", beta=0.05)
     emb = learner.hnet.task_embeddings
     assert not any(e.requires_grad for e in emb)
-    learner._register_task(3, 2)
+    learner.register_task(3, 2)
     learner.strategy.before_task(learner, 3)
     learner.hnet.generator.zero_grad()
     learner.strategy.penalty(learner, 3).backward()

@@ -44,7 +44,7 @@ def test_bf16_autocast_trains_and_the_regularizer_still_protects():
     hook.remove()
     assert set(seen) == {torch.bfloat16}  # the target ran under autocast ...
     x, y = TASKS[0][0]
-    assert learner._forward(0, x[:8]).dtype == torch.float32  # ... and its output comes back in float32
+    assert learner.task_logits(0, x[:8]).dtype == torch.float32  # ... and its output comes back in float32
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10  # it learns
     learner.evaluate(TESTS)

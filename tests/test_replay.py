@@ -218,7 +218,7 @@ def test_replay_batch_labels_proportions_and_loss(scenario, targets):
         if it == 0:
             x, y = _task(3)[0][:16], _task(3)[1][:16]
             seen["batch"] = clf.replay_batch(3, x)
-            logits = clf._forward(3, x)
+            logits = clf.task_logits(3, x)
             seen["loss"] = clf.task_loss(3, logits, y)
             seen["parts"] = (logits, y, clf.hnet.weights.detach().clone(), seen["teacher"])
 

@@ -27,9 +27,9 @@ def _learner(strategy="hnet", tasks=T_OLD, **kw):
     for t in range(tasks):
         x, y = torch.randn(64, 10, generator=g), torch.randint(0, 2, (64,), generator=g)
         learner.fit_task(t, (x, y), iterations=2)
-    learner._register_task(tasks, 2)
+    learner.register_task(tasks, 2)
     learner.strategy.before_task(learner, tasks)
-    learner.optimizer = learner._make_optimizer()
+    learner.optimizer = learner.make_task_optimizer()
     with torch.no_grad():  # move the hypernetwork so that every old task's term is non-zero
         for p in learner.hnet.generator.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -117,7 +117,7 @@ def test_online_targets_give_the_stored_value(strategy, kw, k):
         x, y = torch.randn(16, 10), torch.randint(0, 2, (16,))
         for lr in (stored, online):
             lr.optimizer.zero_grad()
-            lr.task_loss(T_OLD, lr._forward(T_OLD, x), y).backward()
+            lr.task_loss(T_OLD, lr.task_logits(T_OLD, x), y).backward()
     for _ in range(3):  # the same draws (same seed), the same values
         a, b = stored.strategy.penalty(stored, T_OLD), online.strategy.penalty(online, T_OLD)
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)

@@ -11,7 +11,7 @@ from ..batches import inputs_to, slice_inputs, split_batch, task_source
 from ..strategies.base import Strategy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..learner import ContinualLearner
+    from ..strategies.base import Learner
 
 FISHER_LABELS = ("true", "predicted")
 
@@ -29,7 +29,7 @@ def check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf
 class WeightRegularizer(Strategy):
     """Base of the plain-network baselines: they regularise the ONE weight vector shared by all tasks."""
 
-    def attach(self, learner: "ContinualLearner") -> None:
+    def attach(self, learner: "Learner") -> None:
         hnet = learner.hnet
         if getattr(hnet, "task_conditioned", True) or not isinstance(getattr(hnet, "weights", None), torch.Tensor):
             raise ValueError(
@@ -39,20 +39,20 @@ class WeightRegularizer(Strategy):
             )
 
     @staticmethod
-    def weights(learner: "ContinualLearner") -> torch.Tensor:
+    def weights(learner: "Learner") -> torch.Tensor:
         """The shared flat weight vector ``θ`` (N,) of the :class:`~hypercl.DirectWeights`."""
         return learner.hnet.weights
 
 
-def _predict(learner: "ContinualLearner", task_id: int, x: torch.Tensor) -> torch.Tensor:
+def _predict(learner: "Learner", task_id: int, x: torch.Tensor) -> torch.Tensor:
     """The model's own label for ``x`` in the label space :meth:`ContinualLearner.task_loss` expects."""
-    logits = learner._forward(task_id, x)
-    start, stop = learner._train_units(task_id)
-    shift = learner.heads.offset(task_id) - start if learner._uses_global_labels() else 0
+    logits = learner.task_logits(task_id, x)
+    start, stop = learner.train_units(task_id)
+    shift = learner.heads.offset(task_id) - start if learner.uses_global_labels() else 0
     return logits[..., start:stop].argmax(-1) - shift
 
 
-def _predicted_label_data(learner: "ContinualLearner", task_id: int, data: Any) -> Any:
+def _predicted_label_data(learner: "Learner", task_id: int, data: Any) -> Any:
     """``data`` with its labels replaced by the model's predictions (eval mode, no gradients)."""
     src = task_source(data, task_id)
     was_training = learner.target.training
@@ -80,7 +80,7 @@ def _predicted_label_data(learner: "ContinualLearner", task_id: int, data: Any) 
 
 
 def task_fisher(
-    learner: "ContinualLearner",
+    learner: "Learner",
     task_id: int,
     data: Any,
     num_samples: Optional[int],

@@ -9,7 +9,7 @@ import torch
 from ._common import WeightRegularizer, check_number
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..learner import ContinualLearner
+    from ..strategies.base import Learner
 
 __all__ = ["SI"]
 
@@ -55,20 +55,20 @@ class SI(WeightRegularizer):
         return {"c": self.c, "xi": self.xi}
 
     @torch.no_grad()
-    def before_task(self, learner: "ContinualLearner", task_id: int) -> None:
+    def before_task(self, learner: "Learner", task_id: int) -> None:
         theta = self.weights(learner).detach()
         self.start = theta.clone()
         self.prev = theta.clone()
         self.omega = torch.zeros_like(theta)
 
-    def penalty(self, learner: "ContinualLearner", task_id: int) -> Optional[torch.Tensor]:
+    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
         if self.omega_sum is None or self.c == 0:
             return None
         theta = self.weights(learner)
         return self.c * (self.omega_sum * (theta - self.anchor).pow(2)).sum()
 
     @torch.no_grad()
-    def after_step(self, learner: "ContinualLearner", task_id: int) -> None:
+    def after_step(self, learner: "Learner", task_id: int) -> None:
         w = self.weights(learner)
         theta = w.detach()
         if w.grad is not None:
@@ -76,7 +76,7 @@ class SI(WeightRegularizer):
         self.prev.copy_(theta)
 
     @torch.no_grad()
-    def after_task(self, learner: "ContinualLearner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
         theta = self.weights(learner).detach()
         add = self.omega / ((theta - self.start).pow(2) + self.xi)
         self.omega_sum = add if self.omega_sum is None else self.omega_sum + add

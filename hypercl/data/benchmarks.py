@@ -7,55 +7,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .benchmark_base import Benchmark, first_n
+from .cifar_benchmark import SplitCIFAR10_100
 from .mnist import MNISTArrays, load_mnist
 from .paths import PathLike
 from .tasks import PermutedImages, SharedBase, TaskData
 
 __all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "SplitCIFAR10_100", "get_benchmark", "task_permutation",
            "BENCHMARKS"]
-
-
-class Benchmark:
-    """A sequence of tasks; iterate it, index it, or use ``.tasks``."""
-
-    name: str = ""
-    tasks: List[TaskData]
-    input_dim: int
-    classes_per_task: int
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    @property
-    def total_classes(self) -> int:
-        """Number of distinct global labels (for the class-incremental, CL3, head)."""
-        return max(t.class_offset + t.num_classes for t in self.tasks)
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, i: int) -> TaskData:
-        return self.tasks[i]
-
-    def __iter__(self) -> Iterator[TaskData]:
-        return iter(self.tasks)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_tasks={self.num_tasks}, input_dim={self.input_dim}, "
-                f"classes_per_task={self.classes_per_task})")
-
-
-def _first(n: Optional[int], x: torch.Tensor) -> torch.Tensor:
-    if n is not None and n < 0:
-        raise ValueError(f"max_*_per_task must be >= 0, got {n}")
-    return x if n is None else x[:n]
 
 
 def _get_arrays(arrays: Optional[MNISTArrays], root, download: bool, verify: bool) -> MNISTArrays:
@@ -94,7 +59,7 @@ class SplitMNIST(Benchmark):
                 ("train", data.train_images, data.train_labels, max_train_per_task),
                 ("test", data.test_images, data.test_labels, max_test_per_task),
             ):
-                idx = _first(limit, torch.nonzero((labels == lo) | (labels == lo + 1)).flatten())
+                idx = first_n(limit, torch.nonzero((labels == lo) | (labels == lo + 1)).flatten())
                 split[f"x_{part}"] = images[idx].reshape(len(idx), -1).to(torch.float32).div_(255.0)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(
@@ -164,10 +129,10 @@ class PermutedMNIST(Benchmark):
         self.seed = seed
         self.pad_to = pad_to
         self.classes_per_task = 10
-        train_base = SharedBase(_pad_flat(_first(max_train_per_task, data.train_images), pad_to))
-        test_base = SharedBase(_pad_flat(_first(max_test_per_task, data.test_images), pad_to))
-        y_train = _first(max_train_per_task, data.train_labels).to(torch.int64)
-        y_test = _first(max_test_per_task, data.test_labels).to(torch.int64)
+        train_base = SharedBase(_pad_flat(first_n(max_train_per_task, data.train_images), pad_to))
+        test_base = SharedBase(_pad_flat(first_n(max_test_per_task, data.test_images), pad_to))
+        y_train = first_n(max_train_per_task, data.train_labels).to(torch.int64)
+        y_test = first_n(max_test_per_task, data.test_labels).to(torch.int64)
         self.input_dim = int(train_base.tensor.shape[1])
         self.permutations: List[torch.Tensor] = []
         self.tasks = []
@@ -187,9 +152,6 @@ class PermutedMNIST(Benchmark):
                 class_offset=10 * t,
             ))
 
-
-# Imported here, after Benchmark is defined: cifar_benchmark subclasses it (hypercl.data imports this module first).
-from .cifar_benchmark import SplitCIFAR10_100  # noqa: E402
 
 BENCHMARKS: Dict[str, Callable[..., Benchmark]] = {
     "split_mnist": SplitMNIST,

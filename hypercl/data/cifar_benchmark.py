@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .benchmarks import Benchmark, _first
+from .benchmark_base import Benchmark, first_n
 from .cifar import CIFARArrays, load_cifar10, load_cifar100
 from .paths import PathLike
 from .tasks import TaskData
@@ -88,7 +88,7 @@ class SplitCIFAR10_100(Benchmark):
             ):
                 if tuple(images.shape[1:]) != self.input_shape:
                     raise ValueError(f"CIFAR images must be (N, 3, 32, 32), got {tuple(images.shape)}")
-                idx = _first(limit, torch.nonzero((labels >= lo) & (labels < lo + 10)).flatten())
+                idx = first_n(limit, torch.nonzero((labels >= lo) & (labels < lo + 10)).flatten())
                 split[f"x_{part}"] = _normalise(images[idx], mean, std)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(

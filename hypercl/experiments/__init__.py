@@ -2,7 +2,8 @@
 
 from .configs import ALL_METHODS, CIFAR_METHODS, BASELINE_METHODS, BENCHMARK_CONFIGS, HNET_METHODS, METHODS, method_config
 from .report import PAPER_TABLE1, PAPER_TABLE3, format_table3, format_table, load_results, markdown_table, plot_matrices, write_results
-from .runner import build_benchmark, build_learner, run_seed, summarize
+from .runner import build_benchmark, build_learner, run_seed
+from .summary import summarize
 
 __all__ = [
     "BASELINE_METHODS", "BENCHMARK_CONFIGS", "HNET_METHODS", "METHODS", "method_config", "PAPER_TABLE1",

@@ -51,10 +51,10 @@ _HIDDEN_LADDER = {"lstm": (128, 64, 32, 16, 8, 4), "gru": (128, 64, 32, 16, 8, 4
 def generator_param_count(num_params: int, generator: str, chunk_size: int, task_emb_dim: int, chunk_emb_dim: int,
                           hidden: Any, num_tasks: int = 1, **kwargs: Any) -> int:
     """Trainable parameters of a hypernetwork (generator + ``num_tasks`` task embeddings), counted on ``meta``."""
-    from ..hypernetwork import _build_generator
+    from ..hypernetwork import build_generator
 
     with torch.device("meta"):
-        gen = _build_generator(generator, ChunkPlan(num_params, int(chunk_size)), task_emb_dim, chunk_emb_dim,
+        gen = build_generator(generator, ChunkPlan(num_params, int(chunk_size)), task_emb_dim, chunk_emb_dim,
                                hidden, **kwargs)
     return sum(p.numel() for p in gen.parameters()) + num_tasks * task_emb_dim
 
@@ -124,10 +124,10 @@ def _quick_overrides(benchmark: str, quick: bool) -> dict:
 
 
 def _num_target_params(cfg: dict, bench: Any) -> int:
-    from .runner import _target_module
+    from .runner import target_module
 
     out = bench.total_classes if cfg.get("output_layout") == "per_task" else bench.classes_per_task
-    return sum(p.numel() for p in _target_module(cfg, bench, out).parameters() if p.requires_grad)
+    return sum(p.numel() for p in target_module(cfg, bench, out).parameters() if p.requires_grad)
 
 
 def _point(run: dict, scenarios: Sequence[str]) -> dict:
@@ -306,7 +306,7 @@ def run_ablation(kind: str, benchmark: str = "split_mnist", quick: bool = False,
                  log: Optional[Callable[[str], None]] = None) -> tuple[dict, Path, Optional[Path]]:
     """Run one ablation and write ``<out>/<stem>.json`` and ``<out>/<stem>.png``; returns (result, json, png)."""
     from .. import __version__
-    from .cifar import cifar_speed, plot_speed, write_json
+    from .cifar_speed import cifar_speed, plot_speed, write_json
 
     if kind not in ABLATION_KINDS:
         raise ValueError(f"unknown ablation {kind!r}; valid: {list(ABLATION_KINDS)}")
@@ -343,9 +343,9 @@ def run_ablation(kind: str, benchmark: str = "split_mnist", quick: bool = False,
         stem = "cifar_speed"
     if quick:
         stem += "_quick"
-    from ..cli import _device_name
+    from ..devices import device_name
 
-    result.update({"device": _device_name(dev), "command": command, "total_wall_time_s": time.perf_counter() - t0,
+    result.update({"device": device_name(dev), "command": command, "total_wall_time_s": time.perf_counter() - t0,
                    "versions": {"hypercl": __version__, "torch": torch.__version__},
                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    "threads": torch.get_num_threads()})

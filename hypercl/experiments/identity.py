@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 __all__ = ["PROTOCOL_VERSION", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig", "StrategyConfig",
-           "TrainingConfig", "RunConfig", "run_config", "run_identity", "identity_diff", "ConfigError"]
+           "TrainingConfig", "RunConfig", "run_config", "run_identity", "identity_diff", "ConfigError",
+           "config_hash"]
 
 #: bump when a change to the training/evaluation protocol makes old numbers incomparable with new ones
 PROTOCOL_VERSION = 2
@@ -153,7 +154,7 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """16 hex digits of the SHA-256 of the canonical JSON of :meth:`to_dict`."""
-        return _hash(self.to_dict())
+        return config_hash(self.to_dict())
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "RunConfig":
@@ -233,7 +234,8 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _hash(obj: Any) -> str:
+def config_hash(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
     return hashlib.sha256(_canonical(obj).encode("utf-8")).hexdigest()[:16]
 
 
@@ -245,9 +247,9 @@ def run_config(make_cfg: Any, benchmark: str, method: str, quick: bool = False, 
 def run_identity(cfg: dict, tag: str, seed: int) -> dict:
     """The identity of one trained learner: the config fingerprint, the scenario(s) it was trained/evaluated for
     (``tag``: "all" = the hypernetwork's evaluation scenarios, else the baseline's scenario) and the seed."""
-    fp = RunConfig.from_dict(cfg).fingerprint() if "protocol" in cfg else _hash(cfg)
+    fp = RunConfig.from_dict(cfg).fingerprint() if "protocol" in cfg else config_hash(cfg)
     return {"fingerprint": fp, "scenario": tag, "seed": int(seed), "config": cfg,
-            "id": _hash({"fingerprint": fp, "scenario": tag, "seed": int(seed)})}
+            "id": config_hash({"fingerprint": fp, "scenario": tag, "seed": int(seed)})}
 
 
 def _flat(d: Any, prefix: str = "") -> dict:

@@ -105,7 +105,7 @@ def _merge_runs(old_runs: list[dict], new_runs: list[dict]) -> list[dict]:
 def merge_loaded(results: Sequence[dict]) -> list[dict]:
     """Results of the same (benchmark, method, fingerprint) -- e.g. the same run copied from two machines -- as one
     result over the union of their seeds; results without a fingerprint (older files) are kept as they are."""
-    from .runner import summarize
+    from .summary import summarize
 
     groups: dict[tuple, dict] = {}
     out: list[dict] = []
@@ -131,7 +131,7 @@ def merge_results(result: dict, path: Path) -> dict:
     """Add ``result`` (some seeds / scenarios of one run identity) to the results file at ``path``, under a file lock:
     seeds and scenarios of other processes are kept, a repeated (seed, scenario) takes the newer numbers, and the
     summary is recomputed over all seeds. A file of another identity is never overwritten (ValueError)."""
-    from .runner import summarize
+    from .summary import summarize
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

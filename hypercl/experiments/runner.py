@@ -12,8 +12,6 @@ per task.
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -30,6 +28,7 @@ from ..checkpoint import CheckpointError, atomic_save, load_checkpoint
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
+from .summary import summarize
 
 __all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method",
            "run_tags", "checkpoint_path", "check_checkpoint", "ResumeError", "after_fit_task", "val_sets",
@@ -153,7 +152,7 @@ def _input_dim(bench: Any) -> int:
     return int(bench.input_dim)
 
 
-def _target_module(cfg: dict, bench: Any, num_outputs: int) -> torch.nn.Module:
+def target_module(cfg: dict, bench: Any, num_outputs: int) -> torch.nn.Module:
     """The target network of a config: an MLP (MNIST) or a CIFAR ResNet (``target.model == "resnet"``)."""
     tcfg = cfg["target"]
     if tcfg.get("model") == "resnet":
@@ -186,19 +185,19 @@ def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, 
     if transform is not None:
         common["train_transform"] = transform
     if cfg["method"] == "scratch":
-        model = _target_module(cfg, bench, bench.classes_per_task)
+        model = target_module(cfg, bench, bench.classes_per_task)
         return ContinualLearner(IndependentWeights(model, seed=seed), strategy=cfg["strategy"]["name"],
                                 strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario,
                                 output_layout=cfg["output_layout"], **common)
-    if tcfg.get("model") == "resnet":  # CIFAR: the hypernetwork targets and the baselines share _target_module
+    if tcfg.get("model") == "resnet":  # CIFAR: the hypernetwork targets and the baselines share target_module
         if is_hnet_method(cfg["method"]):
             out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
             h = dict(cfg["hypernetwork"])
-            hnet = HyperNetwork(_target_module(cfg, bench, out), generator=h.pop("generator"), **h)
+            hnet = HyperNetwork(target_module(cfg, bench, out), generator=h.pop("generator"), **h)
             return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
                                     scenario=scenario, output_layout=cfg["output_layout"], **common)
         out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
-        return ContinualLearner(DirectWeights(_target_module(cfg, bench, out)), strategy=cfg["strategy"]["name"],
+        return ContinualLearner(DirectWeights(target_module(cfg, bench, out)), strategy=cfg["strategy"]["name"],
                                 strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario, **common)
     if is_hnet_method(cfg["method"]):
         out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
@@ -383,56 +382,3 @@ def run_seeds_parallel(
             "parallel_seeds": len(seeds),
         })
     return outs
-
-
-def _stats(values: list[float]) -> dict:
-    """n, mean, sample std (``None`` for one value) and standard error std/sqrt(n) of the non-missing values."""
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    n = len(vals)
-    if not n:
-        return {"n": 0, "mean": None, "std": None, "se": None}
-    std = statistics.stdev(vals) if n > 1 else None
-    return {"n": n, "mean": statistics.fmean(vals), "std": std, "se": std / math.sqrt(n) if std is not None else None}
-
-
-def _mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
-    st = _stats(values)
-    return st["mean"], st["std"]
-
-
-def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
-    """Mean ± sample std over seeds of the final and "during" averages, task inference and backward transfer."""
-    summary: dict[str, Any] = {}
-    for s in scenarios:
-        res = [r["scenarios"][s] for r in seed_runs if s in r["scenarios"]]
-        final_vals = [r["final_average"] for r in res]
-        during_vals = [r["during_average"] for r in res]
-        bwt_vals = [r["backward_transfer"] for r in res]
-        final, during, bwt = _mean_std(final_vals), _mean_std(during_vals), _mean_std(bwt_vals)
-        ti_vals = []
-        for r in res:
-            last = [v for v in (r["task_inference_matrix"][-1] if r["task_inference_matrix"] else []) if v is not None]
-            ti_vals.append(sum(last) / len(last) if last else None)
-        ti = _mean_std(ti_vals)
-        stats = {"final": _stats(final_vals), "during": _stats(during_vals), "bwt": _stats(bwt_vals),
-                 "task_inference": _stats(ti_vals)}
-        n_rows = max(len(r["matrix"]) for r in res)
-        n_cols = max(len(r["tasks"]) for r in res)
-        mean_matrix: list[list[Optional[float]]] = []
-        for i in range(n_rows):
-            row = []
-            for j in range(n_cols):
-                vals = [r["matrix"][i][j] for r in res if i < len(r["matrix"]) and j < len(r["matrix"][i])
-                        and r["matrix"][i][j] is not None]
-                row.append(statistics.fmean(vals) if vals else None)
-            mean_matrix.append(row)
-        summary[s] = {
-            "final_mean": final[0], "final_std": final[1],
-            "during_mean": during[0], "during_std": during[1],
-            "bwt_mean": bwt[0], "bwt_std": bwt[1],
-            "task_inference_mean": ti[0], "task_inference_std": ti[1],
-            "mean_matrix": mean_matrix,
-            "n_seeds": len(res),
-            "stats": stats,  # per quantity: n, mean, sample std, standard error (std / sqrt(n))
-        }
-    return summary

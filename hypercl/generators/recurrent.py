@@ -22,11 +22,13 @@ from torch import nn
 
 from ..chunking import ChunkPlan
 from .base import ChunkProjection, Generator
+from .init import von_oswald_init_
 from .mlp import chunk_inputs
 
 __all__ = ["RecurrentGenerator", "LSTMGenerator", "GRUGenerator"]
 
-_GATES = {"lstm": 4, "gru": 3}
+#: gates per recurrent cell: the LSTM stacks 4 (i, f, g, o), the GRU 3 (r, z, n)
+GATES = {"lstm": 4, "gru": 3}
 #: how GROW starts a new task's ``w^t``, ``W^t``: a copy of the previous task's, or a fresh draw of the initial ones
 NEW_TASK_WEIGHTS = ("copy", "fresh")
 
@@ -116,7 +118,7 @@ class RecurrentGenerator(Generator):
             return
         if self.num_layers != 1:
             raise ValueError(f"GROW is defined for a single recurrent layer (section 3.3), got num_layers={self.num_layers}")
-        g = _GATES[self.cell] * self.hidden_size
+        g = GATES[self.cell] * self.hidden_size
         dev, dt = self.rnn.weight_hh_l0.device, self.rnn.weight_hh_l0.dtype
         self.shared_weight_hh = nn.Parameter(self.rnn.weight_hh_l0.detach().clone())
         self.shared_bias_hh = nn.Parameter(self.rnn.bias_hh_l0.detach().clone())
@@ -162,7 +164,7 @@ class RecurrentGenerator(Generator):
         """A new draw of ``w^t`` (weights, bias), ``W^t`` (and its bias) from the first task's initial distribution.
 
         ``init_scheme == "von_oswald"`` (set by :class:`~hypercl.HyperNetwork`): xavier-uniform matrices, zero biases
-        (:func:`~hypercl.hypernetwork.von_oswald_init_`); otherwise the backend default, ``U(±1/√H)`` as
+        (:func:`~hypercl.generators.init.von_oswald_init_`); otherwise the backend default, ``U(±1/√H)`` as
         ``nn.LSTM``/``nn.GRU`` and :class:`ChunkProjection` draw them, the output layer times the hypernetwork's
         init-scale calibration (:attr:`output_scale`).
         """
@@ -172,8 +174,6 @@ class RecurrentGenerator(Generator):
             shapes.append(self.task_bias_out[0].shape)
         out = [torch.empty(s, device=ref.device, dtype=ref.dtype) for s in shapes]
         if getattr(self, "init_scheme", "target_scale") == "von_oswald":
-            from ..hypernetwork import von_oswald_init_  # the one place of the scheme (imports this module)
-
             von_oswald_init_((f"grow_task_tensor_{i}", t) for i, t in enumerate(out))
             return out
         bound = 1.0 / math.sqrt(self.hidden_size)

@@ -197,9 +197,9 @@ class ReplayClassifier(ContinualLearner):
                                             validate=False)
         return masked_hard_label_loss(s, t, batch.student_mask, batch.teacher_mask, validate=False)
 
-    def _forward(self, task_id: int, x: torch.Tensor) -> torch.Tensor:
+    def task_logits(self, task_id: int, x: torch.Tensor) -> torch.Tensor:
         if self._teacher is None or not self.target.training:
-            return super()._forward(task_id, x)
+            return super().task_logits(task_id, x)
         params = self.hnet(task_id)
         batch = self.replay_batch(task_id, x)
         if self.source == "current":

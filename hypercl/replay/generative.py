@@ -172,7 +172,7 @@ class VAELearner(ContinualLearner):
             raise ValueError("the generated parameters are not exactly the decoder's parameters")
 
     # ------------------------------------------------------------------ training
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def make_task_optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.hnet.parameters() if p.requires_grad] + list(self.vae.encoder.parameters())
         return OPTIMIZERS[self.optimizer_name](params, lr=self.lr, **self.optimizer_kwargs)
 
@@ -257,7 +257,7 @@ class VAELearner(ContinualLearner):
         return {"kind": self.kind, "learner": self.state(), "encoder": self.vae.encoder.state_dict()}
 
     def load_replay_state(self, state: dict) -> None:
-        from ._restore import restore_learner
+        from ..learner_checkpoint import restore_learner
 
         restore_learner(self, state["learner"])
         self.vae.encoder.load_state_dict(state["encoder"])

@@ -272,7 +272,7 @@ def _checkpoint_state(cfg: dict, seed: int, next_task: int, replay: Any, classif
 
 
 def _restore(path: Path, cfg: dict, seed: int, replay: Any, classifiers: dict) -> int:
-    from ._restore import restore_learner
+    from ..learner_checkpoint import restore_learner
 
     state = load_checkpoint(path, map_location="cpu")
     if state.get("kind") != "replay_run":

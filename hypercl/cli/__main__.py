@@ -1,0 +1,7 @@
+"""``python -m hypercl.cli ...`` (the same as ``python -m hypercl``)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""``hypercl run``: train and evaluate the checked jobs (:mod:`hypercl.cli.run_checks`), write the results JSON and
+heatmaps, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import __version__
+from ..checkpoint import CheckpointError, atomic_write_text
+from ..data import DatasetIntegrityError, DatasetNotFoundError
+from ..devices import device_name
+from ..distributed import DistributedContext, init_distributed, shutdown
+from ..experiments import format_table, plot_matrices, run_seed, summarize
+from ..experiments.identity import RunConfig, config_hash
+from ..experiments.report import format_table3, merge_results, results_path
+from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
+from ..learner import NonFiniteLossError
+from ..replay import is_replay_method, run_replay_seed
+from .checks import Refusal
+from .run_checks import replay_dir, validate_run
+
+__all__ = ["cmd_run", "run_jobs"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``hypercl run``: check everything (:func:`~hypercl.cli.run_checks.validate_run`), then train the jobs."""
+    try:
+        validate_run(args)
+    except Refusal as e:
+        print(f"hypercl: {e}", file=sys.stderr)
+        return 2
+    ctx = init_distributed()  # None unless launched by torchrun with more than one process
+    learner_kwargs: dict = {}
+    if ctx is not None:
+        if args.parallel_seeds or any(is_replay_method(m) for m in args.method):
+            print("hypercl: --parallel-seeds and the replay methods do not run under torchrun", file=sys.stderr)
+            shutdown()
+            return 2
+        args.device = ctx.device  # cuda:LOCAL_RANK (nccl) or cpu (gloo)
+        args.no_progress = args.no_progress or not ctx.is_main
+        learner_kwargs["distributed"] = ctx
+    if args.compile:
+        learner_kwargs["compile"] = True
+    if args.bf16:
+        learner_kwargs["autocast_dtype"] = torch.bfloat16
+    try:
+        return run_jobs(args, ctx, learner_kwargs)
+    finally:
+        shutdown()
+
+
+def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learner_kwargs: dict) -> int:
+    """Train every (method, seeds) job of the checked arguments; write results JSON + heatmaps; print the table."""
+    from tqdm.auto import tqdm
+
+
+    main_rank = ctx is None or ctx.is_main
+    out = args.out or Path("results") / args.benchmark
+    command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
+    cfgs, seeds = args.prepared
+    results = []
+    bench_cache: dict[str, object] = {}
+    # one job per (method, seed), or per method when its seeds train as one ensemble (--parallel-seeds)
+    jobs: list[tuple[str, list[int]]] = []
+    for m in args.method:
+        if args.parallel_seeds and is_hnet_method(m) and not is_replay_method(m):
+            jobs.append((m, seeds))
+        else:
+            if args.parallel_seeds:
+                print(f"hypercl: {m} is not a hypernetwork classifier; its seeds run one after another")
+            jobs += [(m, [s]) for s in seeds]
+    outer = tqdm(total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress or not main_rank,
+                 position=0)
+    by_method: dict[str, list[dict]] = {}
+    started: dict[str, float] = {}
+    try:
+        for method, job_seeds in jobs:
+            replay = is_replay_method(method)
+            cfg = cfgs[method]
+            key = repr(cfg["benchmark"])
+            if key not in bench_cache:
+                if ctx is not None and not ctx.is_main:
+                    torch.distributed.barrier()  # rank 0 downloads / verifies the files first
+                bench_cache[key] = build_benchmark(cfg, args.data_root, args.device)
+                if ctx is not None and ctx.is_main:
+                    torch.distributed.barrier()
+            bench = bench_cache[key]
+            outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
+                                  f"{','.join(map(str, job_seeds))}")
+            started.setdefault(method, time.perf_counter())
+            fingerprint = RunConfig.from_dict(cfg).fingerprint() if not replay else None
+            if fingerprint is None:
+                fingerprint = config_hash(cfg)
+            rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
+            stem = rpath.stem
+            if len(job_seeds) > 1:
+                new_runs = run_seeds_parallel(cfg, bench, job_seeds, args.scenario, device=args.device,
+                                              progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                              resume=args.resume)
+            elif replay:
+                seed = job_seeds[0]
+                rdir = replay_dir(cfg, method, out / "checkpoints")
+                if main_rank and not (rdir / "run.json").exists():
+                    atomic_write_text(json.dumps(cfg, indent=1), rdir / "run.json")  # the identity, for --resume
+                new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
+                                            progress=not args.no_progress, checkpoint_dir=rdir,
+                                            resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]
+            else:
+                new_runs = [run_seed(cfg, bench, job_seeds[0], args.scenario, device=args.device,
+                                     progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
+                                     resume=args.resume, learner_kwargs=learner_kwargs)]
+            by_method.setdefault(method, []).extend(new_runs)
+            outer.update(len(new_runs))
+            if len(by_method[method]) == len(seeds):
+                runs = by_method[method]
+                result = {
+                    "benchmark": args.benchmark, "method": method, "scenarios": args.scenario, "seeds": seeds,
+                    "fingerprint": fingerprint, "protocol": cfg.get("protocol"), "reduced": bool(args.quick),
+                    "run_kind": "reduced (--quick: data subset, few steps)" if args.quick else "full protocol",
+                    "config": cfg, "summary": summarize(runs, args.scenario), "runs": runs,
+                    "params": runs[0]["params"],
+                    "wall_time_s": time.perf_counter() - started[method],
+                    "parallel_seeds": len(job_seeds) > 1,
+                    "world_size": ctx.world_size if ctx is not None else 1,
+                    "flags": {"compile": bool(args.compile), "bf16": bool(args.bf16)},
+                    "device": device_name(args.device), "command": command,
+                    "versions": {"hypercl": __version__, "torch": torch.__version__},
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+                if main_rank:
+                    result = merge_results(result, rpath)  # other processes' seeds of this run are kept
+                    plot_matrices(result, out / f"{stem}.png")
+                results.append(result)
+    except (DatasetNotFoundError, DatasetIntegrityError) as e:
+        outer.close()
+        print(f"hypercl: data problem: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        outer.close()
+        print(f"hypercl: training stopped: {e}", file=sys.stderr)
+        return 3
+    except (CheckpointError, ResumeError) as e:
+        outer.close()
+        print(f"hypercl: checkpoint problem: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        outer.close()
+        print(f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again",
+              file=sys.stderr)
+        return 2
+    outer.close()
+    if not main_rank:
+        return 0
+    print()
+    print(format_table(results, scenarios=args.scenario))
+    if args.benchmark == "split_cifar" and "cl1" in args.scenario:
+        print(format_table3(results))
+    print(f"results and heatmaps in {out}/ (device: {device_name(args.device)})")
+    return 0

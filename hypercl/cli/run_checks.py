@@ -1,0 +1,156 @@
+"""``hypercl run``: everything checked before data is loaded (arguments, configs, output folder, checkpoints to
+resume); :func:`validate_run` turns the parsed arguments into the configs of the jobs or one line for the user."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional
+
+from ..checkpoint import CheckpointError, clean_stale_tmp
+from ..experiments import method_config
+from ..experiments.configs import CIFAR_METHODS, CL1_ONLY
+from ..experiments.identity import ConfigError, RunConfig, config_hash, identity_diff
+from ..experiments.runner import ResumeError, check_checkpoint, run_tags
+from ..replay import is_replay_method, replay_method_config
+from .args import AllMethods
+from .checks import Refusal, check_data_root, check_out_folder
+
+__all__ = ["validate_run", "prepare_jobs", "replay_dir", "target_weights"]
+
+
+def validate_run(args: argparse.Namespace) -> None:
+    """Check the arguments of ``hypercl run`` and build its jobs (``args.method``, ``args.overrides``,
+    ``args.prepared``); raises :class:`Refusal` with one line for the user."""
+    if isinstance(args.method, AllMethods) and args.benchmark == "split_cifar":
+        args.method = list(CIFAR_METHODS)
+    bad = [m for m in args.method if ((None, m) in CL1_ONLY or (args.benchmark, m) in CL1_ONLY)
+           and args.scenario != ["cl1"]]
+    if bad:
+        raise Refusal(f"{', '.join(bad)} on {args.benchmark} runs in CL1 only; use --scenario cl1")
+    if args.seeds < 1:
+        raise Refusal(f"--seeds must be at least 1, got {args.seeds}")
+    if args.iterations is not None and args.epochs is not None:
+        raise Refusal("give --iterations or --epochs, not both")
+    if args.reg_tasks_per_step is not None and args.reg_tasks_per_step < 1:
+        raise Refusal(f"--reg-tasks-per-step must be at least 1 (old tasks regularised per step; leave it out for "
+                      f"all), got {args.reg_tasks_per_step}")
+    if args.parallel_seeds and (args.reg_tasks_per_step is not None or args.reg_targets == "online"):
+        raise Refusal("--parallel-seeds regularises all old tasks with stored targets; drop --parallel-seeds to use "
+                      "--reg-tasks-per-step or --reg-targets online")
+    if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
+        raise Refusal("--resnet-depth/--resnet-widths apply to split_cifar only")
+    if args.task_inference is not None:
+        from ..task_inference import get_criterion
+
+        try:
+            args.task_inference = get_criterion(args.task_inference).spec()
+        except ValueError as e:
+            raise Refusal(f"--task-inference: {e}") from None
+        if args.parallel_seeds and args.task_inference != "entropy":
+            raise Refusal("--parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
+                          "use --task-inference")
+    overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
+                     chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
+                     max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
+    # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
+    for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
+                       ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
+                       ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None),
+                       ("hnet_init", args.hnet_init), ("grow_new_task", args.grow_new_task),
+                       ("val_size", args.val_size), ("reg_tasks_per_step", args.reg_tasks_per_step),
+                       ("task_inference", args.task_inference),
+                       ("reg_targets", args.reg_targets)):
+        if value is not None:
+            overrides[key] = value
+    args.overrides = overrides
+    args.prepared = prepare_jobs(args)
+
+
+def target_weights(cfg: dict) -> Optional[int]:
+    """The number of target weights of an MLP config (None for a ResNet: not checked here)."""
+    if cfg["target"].get("model") == "resnet":
+        return None
+    b = cfg["benchmark"]
+    dim = (b.get("pad_to") or 28) ** 2
+    out = 10 if b["name"] == "permuted_mnist" or cfg.get("output_layout") == "per_task" else 2
+    sizes = [dim] + list(cfg["target"]["hidden"]) + [out]
+    return sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
+
+
+def replay_dir(cfg: dict, method: str, checkpoints: Path) -> Path:
+    """A replay run's checkpoints live in a folder named by its fingerprint (hypercl/replay names the files)."""
+    return checkpoints / f"{cfg['benchmark']['name']}_{method}_{config_hash(cfg)}"
+
+
+def check_replay_checkpoints(cfg: dict, method: str, seeds: list, checkpoints: Path,
+                              args: argparse.Namespace) -> None:
+    folder = replay_dir(cfg, method, checkpoints)
+    mine = [p for s in seeds for p in folder.glob(f"*_seed{s}.pt")]
+    if mine and not args.resume:
+        raise Refusal(f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
+                       "it, or remove it to train again")
+    if args.resume and not mine:
+        for other in sorted(checkpoints.glob(f"{cfg['benchmark']['name']}_{method}_*/run.json")):
+            if other.parent == folder or not any(other.parent.glob(f"*_seed{s}.pt") for s in seeds):
+                continue
+            try:
+                stored = json.loads(other.read_text())
+            except (OSError, ValueError):
+                stored = {}
+            diff = identity_diff({"config": stored}, {"config": cfg})
+            raise Refusal(f"--resume: no checkpoint of this run in {checkpoints}; {other.parent.name} is another "
+                           f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
+                           "this one, or repeat the other run's settings")
+
+
+def prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
+    """Every check before data is loaded: returns {method: cfg} and the checkpoints to resume; raises Refusal."""
+
+    if not args.method:
+        raise Refusal("--method is empty; give a method, a comma-separated list, 'all' or 'replay'")
+    if not args.scenario:
+        raise Refusal("--scenario is empty; give cl1, cl2, cl3, a comma-separated list, or 'all'")
+    if args.seed_offset < 0:
+        raise Refusal(f"--seed-offset must be zero or positive, got {args.seed_offset}")
+    if args.num_tasks is not None and args.benchmark == "split_mnist":
+        raise Refusal("--num-tasks does not apply to split_mnist (always 5 tasks); leave it out")
+    if args.val_size is not None and args.val_size < 0:
+        raise Refusal(f"--val-size must be zero or positive, got {args.val_size}")
+    check_data_root(args.data_root)
+    cfgs: dict[str, dict] = {}
+    for method in args.method:
+        make_cfg = replay_method_config if is_replay_method(method) else method_config
+        try:
+            cfg = make_cfg(args.benchmark, method, quick=args.quick, **args.overrides)
+        except ValueError as e:
+            raise Refusal(str(e)) from None
+        try:
+            cfg = RunConfig.from_dict(cfg).validate().to_dict()
+        except ConfigError as e:
+            raise Refusal(str(e)) from None
+        except (KeyError, TypeError):  # a config shape RunConfig does not type (replay): fingerprinted as it is
+            cfg = {**cfg, "protocol": RunConfig.__dataclass_fields__["protocol"].default}
+        h = cfg.get("hypernetwork")
+        n = target_weights(cfg) if h else None
+        if h and n is not None and int(h["chunk_size"]) > n:
+            raise Refusal(f"--chunk-size {h['chunk_size']} is larger than the target network of {method} "
+                           f"({n:,} weights); choose at most {n}")
+        cfgs[method] = cfg
+    out = args.out or Path("results") / args.benchmark
+    check_out_folder(out)
+    for folder in (out, out / "checkpoints"):
+        clean_stale_tmp(folder)
+    seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    for method, cfg in cfgs.items():
+        if is_replay_method(method):
+            check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
+            continue
+        for seed in seeds:
+            for _, tag in run_tags(method, args.scenario):
+                try:
+                    check_checkpoint(cfg, tag, seed, out / "checkpoints", resume=args.resume)
+                except (ResumeError, CheckpointError) as e:
+                    raise Refusal(str(e)) from None
+    return cfgs, seeds
