@@ -33,7 +33,7 @@ from .scenarios import confusion_matrix, masked_entropy, scale_logits
 
 __all__ = ["Candidates", "Criterion", "Entropy", "Energy", "MaxLogit", "EntropyGradient", "EmbeddingEnsemble",
            "CRITERIA", "DEFAULT", "get_criterion", "criterion_names", "make_candidates", "confusion_matrix",
-           "identification_accuracy", "infer_tasks"]
+           "identification_accuracy", "infer_tasks", "surprise_scores"]
 
 Params = Mapping[str, torch.Tensor]
 
@@ -349,16 +349,19 @@ def identification_accuracy(confusion: Any) -> list[Optional[float]]:
     return [None if n[i] == 0 else float(c[i, i] / n[i]) for i in range(len(c))]
 
 
+def _inputs(x: Any) -> Any:
+    return x.x_test if hasattr(x, "x_test") else x
+
+
 @torch.no_grad()
-def infer_tasks(learner: Any, x: Any, task_inference: Union[None, str, Criterion] = None,
-                batch_size: Optional[int] = None) -> torch.Tensor:
-    """The inferred task id of every input in ``x`` (a tensor, a tuple/dict of them, or a test set with ``x_test``,
-    of which only ``x_test`` is read), among the learner's learned tasks: reads only the inputs and the generated
-    weights."""
+def surprise_scores(learner: Any, x: Any, task_inference: Union[None, str, Criterion] = None,
+                    batch_size: Optional[int] = None) -> torch.Tensor:
+    """``(T, N)``: the criterion's surprise of every learned task (rows in ``learner.learned_tasks`` order) on every
+    input of ``x`` (a tensor, a tuple/dict of them, or a test set with ``x_test``, of which only ``x_test`` is read);
+    lower = the input looks like that task's own. Reads only the inputs and the generated weights."""
     from .batches import batch_len, inputs_to, slice_inputs
 
-    if hasattr(x, "x_test"):
-        x = x.x_test
+    x = _inputs(x)
     crit = get_criterion(task_inference)
     learned = list(learner.learned_tasks)
     if not learned:
@@ -374,16 +377,22 @@ def infer_tasks(learner: Any, x: Any, task_inference: Union[None, str, Criterion
         cands = make_candidates(learner.hnet, learner.target, learned, crit, bufs)
         n = batch_len(x)
         bs = int(batch_size or getattr(learner, "eval_batch_size", 1000))
-        ids = torch.tensor(learned, device=learner.device)
         out, mask = [], None
         for i in range(0, n, bs):
             xb = inputs_to(slice_inputs(x, i, min(i + bs, n)), learner.device)
             logits = cands.logits(xb)
             if mask is None:
                 mask = learner.heads.unit_mask(learned, logits.shape[-1], logits.device)
-            out.append(ids[crit.infer(logits, mask, xb, cands)])
-        return torch.cat(out)
+            out.append(crit.surprise(logits, mask, xb, cands))
+        return torch.cat(out, dim=1)
     finally:
         learner.hnet.train(was[0])
         learner.target.train(was[1])
 
+
+def infer_tasks(learner: Any, x: Any, task_inference: Union[None, str, Criterion] = None,
+                batch_size: Optional[int] = None) -> torch.Tensor:
+    """The inferred task id of every input in ``x`` (as :func:`surprise_scores` takes it), among the learner's learned
+    tasks: the lowest surprise per sample."""
+    rows = surprise_scores(learner, x, task_inference, batch_size).argmin(dim=0)
+    return torch.tensor(list(learner.learned_tasks), device=rows.device)[rows]
