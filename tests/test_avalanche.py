@@ -205,3 +205,21 @@ def test_missing_avalanche_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install "hypercl\[avalanche\]"') as err:
         importlib.import_module("hypercl.avalanche")
     assert "\n" not in str(err.value)
+
+
+def test_avalanche_dataloader_workers_and_model_state_dict():
+    """Avalanche's own dataloader kwargs pass through; strategy.model.state_dict() is the hypernetwork's."""
+    bench = stream(task_labels=True)
+    s = hyper("hnet", iters=5)
+    s.train(bench.train_stream[0], num_workers=2)
+    s.eval(bench.test_stream[:1], num_workers=2)
+    sd = s.model.state_dict()
+    assert set(sd) == {f"hnet.{k}" for k in s.learner.hnet.state_dict()}
+    twin = hyper("hnet", iters=5)
+    twin.train(bench.train_stream[0])  # the same number of tasks: the state dict fits
+    twin.model.load_state_dict(sd)
+    x = blobs(5, 2).tensors[0]
+    s.model.eval(), twin.model.eval()
+    with torch.no_grad():
+        assert torch.equal(s.model(x, torch.zeros(len(x), dtype=torch.long)),
+                           twin.model(x, torch.zeros(len(x), dtype=torch.long)))

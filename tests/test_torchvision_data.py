@@ -91,3 +91,15 @@ def test_bad_dataset_targets_are_one_clear_error():
 
     with pytest.raises(ValueError, match="one integer class per sample"):
         split_dataset(Floats(), Floats())
+
+
+def test_dataloader_with_workers_feeds_fit_task_and_evaluate():
+    """What a torchvision user tries first: a DataLoader with num_workers over a dataset with a transform."""
+    ds = tv.datasets.FakeData(size=32, image_size=(1, 6, 6), num_classes=2, transform=T.ToTensor())
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True, num_workers=2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2))
+    learner = hypercl.ContinualLearner(hypercl.HyperNetwork(model, generator="chunked_mlp"), strategy="hnet")
+    log = learner.fit_task(0, loader, epochs=1)
+    assert log["steps"] == 4  # one pass of the loader: 32 / 8 batches
+    res = learner.evaluate([torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)], scenarios=["cl1"])
+    assert 0.0 <= res["cl1"]["accuracy"][0] <= 1.0
