@@ -31,7 +31,7 @@ TINY = ["--quick", "--iterations", "3", "--max-train-per-task", "64", "--max-tes
 @needs_mnist
 def test_run_writes_json_png_and_table(tmp_path, capsys):
     rc = main(["run", "--benchmark", "split_mnist", "--method", "lstm_net_grow,finetune", "--scenario", "all",
-               "--seeds", "2", "--out", str(tmp_path), *TINY])
+               "--seeds", "2", "--out", str(tmp_path), "--wide", *TINY])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "LSTM_NET_GROW" in printed and "Finetune" in printed and "99.85 ± 0.02" in printed  # paper column
@@ -93,7 +93,7 @@ def test_bench_quick_runs_and_writes_ratios(tmp_path):
 @needs_mnist
 def test_replay_method_through_the_cli(tmp_path, capsys):
     rc = main(["run", "--benchmark", "split_mnist", "--method", "lstm_net_grow+r", "--scenario", "all",
-               "--out", str(tmp_path), *TINY])
+               "--out", str(tmp_path), "--wide", *TINY])
     assert rc == 0
     assert "99.83 ± 0.01" in capsys.readouterr().out  # the paper's Table 2 column is printed next to ours
     data = json.loads(result_file(tmp_path, "lstm_net_grow+r").read_text())

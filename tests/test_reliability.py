@@ -162,12 +162,12 @@ def test_table_shows_n_sd_se_final_during_and_marks_reduced_runs():
     runs = [_fake_run(i, 0.7 + i / 100, [0.9, 0.8], 0.6) for i in range(3)]
     res = {"benchmark": "split_mnist", "method": "hnet", "scenarios": ["cl3"], "fingerprint": "f" * 16,
            "reduced": True, "summary": summarize(runs, ["cl3"]), "runs": runs, "params": runs[0]["params"]}
-    text = format_table([res], scenarios=["cl3"], with_paper=False)
+    text = format_table([res], scenarios=["cl3"], with_paper=False, wide=True)
     assert "REDUCED RUN" in text and "HNET (reduced)" in text
     assert "CL3 final" in text and "CL3 during" in text and "CL3 task inference" in text
     assert "71.00 sd 1.00 se 0.58 (n=3)" in text
     single = {**res, "runs": runs[:1], "summary": summarize(runs[:1], ["cl3"]), "reduced": False}
-    text1 = format_table([single], scenarios=["cl3"], with_paper=False)
+    text1 = format_table([single], scenarios=["cl3"], with_paper=False, wide=True)
     assert "± 0.00" not in text1 and "70.00 (n=1)" in text1 and "REDUCED" not in text1
     # two copies of one identity with different seeds are merged by the table
     a = {**res, "runs": runs[:2], "summary": summarize(runs[:2], ["cl3"])}

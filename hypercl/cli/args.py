@@ -91,42 +91,64 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate methods on a benchmark; writes JSON + PNG, prints a table")
-    run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist", "split_cifar"])
+    run.add_argument("--benchmark", required=True, choices=["split_mnist", "permuted_mnist", "split_cifar"],
+                     help="the benchmark (required)")
     run.add_argument("--method", type=methods, required=True,
-                     help="a method, a comma-separated list, or 'all' (hnet, hnet_iwr, lstm_net, lstm_net_iwr, "
-                          "lstm_net_grow, gru_net, finetune, ewc, online_ewc, si; replay setting (Table 2): hnet+r, hnet_iwr+r, lstm_net+r, lstm_net_iwr+r, lstm_net_grow+r, lwf, dgr, dgr+distill or 'replay'; scratch: one independent network "
-                          "per task, CL1 only; on split_cifar 'all' = the Table 3 methods)")
-    run.add_argument("--scenario", type=scenarios, default=["cl1"], help="cl1, cl2, cl3, a list, or 'all'")
-    run.add_argument("--seeds", type=int, default=1, help="number of seeds (seed-offset, seed-offset+1, ...)")
-    run.add_argument("--seed-offset", type=int, default=0)
+                     help="(required) a method, a comma-separated list, or 'all' (hnet, hnet_iwr, lstm_net, "
+                          "lstm_net_iwr, lstm_net_grow, gru_net, finetune, ewc, online_ewc, si; replay setting "
+                          "(Table 2): hnet+r, hnet_iwr+r, lstm_net+r, lstm_net_iwr+r, lstm_net_grow+r, lwf, dgr, "
+                          "dgr+distill or 'replay'; scratch: one independent network per task, CL1 only; on "
+                          "split_cifar 'all' = the Table 3 methods)")
+    run.add_argument("--scenario", type=scenarios, default=["cl1"],
+                     help="cl1, cl2, cl3, a list, or 'all' (default: cl1)")
+    run.add_argument("--seeds", type=int, default=1,
+                     help="number of seeds (seed-offset, seed-offset+1, ...; default: 1)")
+    run.add_argument("--seed-offset", type=int, default=0, help="the first seed (default: 0)")
     run.add_argument("--compile", action="store_true",
-                     help="torch.compile the target network's forward (for CUDA; eager fallback with a warning)")
-    run.add_argument("--bf16", action="store_true", help="bf16 autocast of the target's training forward (for CUDA)")
+                     help="torch.compile the target network's forward (for CUDA; eager fallback with a warning; "
+                          "default: eager)")
+    run.add_argument("--bf16", action="store_true",
+                     help="bf16 autocast of the target's training forward (for CUDA; default: float32)")
     run.add_argument("--parallel-seeds", action="store_true",
-                     help="train all seeds of a hypernetwork method as one vmapped ensemble (one process)")
-    run.add_argument("--device", type=device, default=torch.device("cpu"))
+                     help="train all seeds of a hypernetwork method as one vmapped ensemble (one process; default: "
+                          "one seed after another)")
+    run.add_argument("--device", type=device, default=torch.device("cpu"), help="cpu, cuda or cuda:N (default: cpu)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    run.add_argument("--wide", action="store_true",
+                     help="print the wide result table (sd, se, during averages, task inference, the paper's "
+                          "numbers; default: a compact table)")
     run.add_argument("--out", type=Path, default=None, help="output folder (default results/<benchmark>)")
-    run.add_argument("--data-root", default=None, help="data folder (else $HYPERCL_DATA, else a cache folder)")
-    run.add_argument("--quick", action="store_true", help="reduced run: data subset and few steps (~1 min on CPU)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    run.add_argument("--iterations", type=int, default=None, help="override: optimizer steps per task")
-    run.add_argument("--lr", type=float, default=None)
-    run.add_argument("--beta", type=float, default=None, help="override β of eq. 2/3")
-    run.add_argument("--batch-size", type=int, default=None)
-    run.add_argument("--chunk-size", type=int, default=None)
-    run.add_argument("--max-train-per-task", type=int, default=None)
-    run.add_argument("--max-test-per-task", type=int, default=None)
-    run.add_argument("--num-tasks", type=int, default=None, help="Permuted MNIST: number of tasks")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--data-root", default=None,
+                     help="data folder (default: $HYPERCL_DATA, else ~/.cache/hypercl/data)")
+    run.add_argument("--quick", action="store_true",
+                     help="reduced run: data subset and few steps (~1 min on CPU; default: the full protocol)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoints in --out (default: refuse to overwrite them)")
+    run.add_argument("--iterations", type=int, default=None,
+                     help="override: optimizer steps per task (default: the benchmark's, 2000 on split_mnist)")
+    run.add_argument("--lr", type=float, default=None, help="override: learning rate (default: the benchmark's)")
+    run.add_argument("--beta", type=float, default=None,
+                     help="override β of eq. 2/3 (default: the benchmark's, 0.01 on split_mnist)")
+    run.add_argument("--batch-size", type=int, default=None, help="override: minibatch size (default: the benchmark's)")
+    run.add_argument("--chunk-size", type=int, default=None,
+                     help="override: hypernetwork chunk size (default: the method's configured one)")
+    run.add_argument("--max-train-per-task", type=int, default=None,
+                     help="use only the first N training samples per task (default: all)")
+    run.add_argument("--max-test-per-task", type=int, default=None,
+                     help="use only the first N test samples per task (default: all)")
+    run.add_argument("--num-tasks", type=int, default=None, help="Permuted MNIST: number of tasks (default: 10)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
     run.add_argument("--epochs", type=int, default=None,
                      help="override: epochs per task (split_cifar trains by epochs, 200 by default)")
     run.add_argument("--resnet-depth", type=int, default=None, help="split_cifar: ResNet depth 6n+2 (default 32)")
     run.add_argument("--resnet-widths", type=int_list, default=None,
                      help="split_cifar: the three stage widths, e.g. 4,4,4 (default 16,32,64)")
-    run.add_argument("--fisher-samples", type=int, default=None, help="override: samples per task for eq. 4 (IWR)")
-    run.add_argument("--no-augment", action="store_true", help="split_cifar: no random crop + flip")
+    run.add_argument("--fisher-samples", type=int, default=None,
+                     help="override: samples per task for eq. 4 (IWR; default: the benchmark's)")
+    run.add_argument("--no-augment", action="store_true", help="split_cifar: no random crop + flip (default: augment)")
     run.add_argument("--no-verify", action="store_true",
-                     help="skip the md5 check of the dataset files (hand-made test files)")
+                     help="skip the md5 check of the dataset files (hand-made test files; default: check)")
     run.add_argument("--hnet-init", choices=["von_oswald", "target_scale"], default=None,
                      help="hypernetwork init scheme (default per method: von_oswald for hnet/hnet_iwr; see "
                           "hypercl/experiments/configs.py for the recurrent methods)")

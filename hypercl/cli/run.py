@@ -21,7 +21,7 @@ from ..devices import device_name
 from ..distributed import DistributedContext, init_distributed, shutdown
 from ..experiments import format_table, plot_matrices, run_seed, summarize
 from ..experiments.identity import RunConfig, config_hash
-from ..experiments.report import format_table3, merge_results, results_path
+from ..experiments.report import format_table3, merge_results, results_path, size_notes
 from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
 from ..learner import NonFiniteLossError
 from ..replay import is_replay_method, run_replay_seed
@@ -48,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.device = ctx.device  # cuda:LOCAL_RANK (nccl) or cpu (gloo)
         args.no_progress = args.no_progress or not ctx.is_main
         learner_kwargs["distributed"] = ctx
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(max(1, args.threads))
     if args.compile:
         learner_kwargs["compile"] = True
     if args.bf16:
@@ -161,7 +163,9 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
     if not main_rank:
         return 0
     print()
-    print(format_table(results, scenarios=args.scenario))
+    print(format_table(results, scenarios=args.scenario, wide=bool(getattr(args, "wide", False))))
+    for line in size_notes(results):
+        print(line)
     if args.benchmark == "split_cifar" and "cl1" in args.scenario:
         print(format_table3(results))
     print(f"results and heatmaps in {out}/ (device: {device_name(args.device)})")

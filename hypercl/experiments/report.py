@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional, Sequence
 from ..checkpoint import atomic_save_figure, atomic_write_text
 
 __all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
+           "is_reduced", "size_notes",
            "load_results", "PAPER_TABLE3", "format_table3", "merge_results", "results_path", "merge_loaded"]
 
 #: Seed paper, Table 1 (non-replay): final average test accuracy (%) mean ± std.
@@ -201,9 +202,76 @@ def plot_matrices(result: dict, path: Path) -> Optional[Path]:
         ax.set_title(f"{s.upper()}: final {100 * summ['final_mean']:.1f}%")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="test accuracy (%)")
     label = METHOD_LABELS.get(result["method"], result["method"])
+    reduced = " — REDUCED RUN (--quick: data subset, few steps)" if is_reduced(result) else ""
     fig.suptitle(f"{label} on {BENCHMARK_LABELS.get(result['benchmark'], result['benchmark'])} "
-                 f"({result['summary'][scen[0]]['n_seeds']} seed(s))")
+                 f"({result['summary'][scen[0]]['n_seeds']} seed(s)){reduced}")
     return atomic_save_figure(fig, path)
+
+
+def is_reduced(result: dict) -> bool:
+    """Whether a results entry comes from a reduced (``--quick``) run."""
+    return bool(result.get("reduced") or result.get("config", {}).get("quick"))
+
+
+def size_notes(results: Sequence[dict]) -> list[str]:
+    """One line per method whose model (hypernetwork) has more parameters than its target network."""
+    lines = []
+    for r in results:
+        p = r.get("params", {})
+        ratio = p.get("compression_ratio")
+        if ratio is not None and ratio > 1:
+            label = METHOD_LABELS.get(r["method"], r["method"])
+            target = p.get("target")
+            of = f" ({p.get('model', 0):,} vs {target:,} parameters)" if target else ""
+            lines.append(f"note: {label}'s model is {ratio:.2f}x its target network{of}")
+    return lines
+
+
+def _compact_cell(st: Optional[dict]) -> str:
+    """``mean±se`` in % (a single seed: the value alone)."""
+    if not st or st.get("mean") is None:
+        return "—"
+    if st.get("se") is None:
+        return f"{100 * st['mean']:.2f}"
+    return f"{100 * st['mean']:.2f}±{100 * st['se']:.2f}"
+
+
+def _row_label(r: dict, n_methods: dict[str, int]) -> str:
+    """A table row's method label: the criterion (not entropy), ``(reduced)``, the identity when a method repeats."""
+    from ..replay.runner import REPLAY_METHOD_LABELS
+
+    label = METHOD_LABELS.get(r["method"], REPLAY_METHOD_LABELS.get(r["method"], r["method"]))
+    crit = (r.get("config", {}).get("evaluation") or {}).get("task_inference")
+    if crit:  # CL2/CL3 criterion other than entropy (hypercl.task_inference)
+        label += f" @{crit}"
+    if is_reduced(r):
+        label += " (reduced)"
+    if n_methods[r["method"]] > 1 and r.get("fingerprint"):
+        label += f" [{r['fingerprint'][:8]}]"
+    return label
+
+
+def _compact_table(rs: list[dict], scen: list[str], bench: str) -> list[str]:
+    rows, reduced = [], False
+    n_methods: dict[str, int] = {}
+    for r in rs:
+        n_methods[r["method"]] = n_methods.get(r["method"], 0) + 1
+    for r in rs:
+        summ = r["summary"]
+        label = _row_label(r, n_methods)
+        if is_reduced(r):
+            reduced = True
+        params = r.get("params", {})
+        n = max(summ[s]["n_seeds"] for s in summ)
+        rows.append([label] + [_compact_cell(_stats_of(summ[s], "final")) if s in summ else "—" for s in scen]
+                    + [str(n), f"{params.get('model', 0):,}", f"{params.get('compression_ratio', 0):.2f}",
+                       f"{r.get('wall_time_s', 0):.0f}"])
+    header = ["method"] + [s.upper() for s in scen] + ["n", "params", "x target", "wall s"]
+    title = f"{BENCHMARK_LABELS.get(bench, bench)}: final average test accuracy (%), mean±se over n seeds"
+    if reduced:
+        title += " — REDUCED RUN (--quick)"
+    lines = _render(title, header, rows, markdown=False)
+    return lines[:-1] + ["(--wide: sd, se, during averages, CL3 task inference, the paper's numbers)", ""]
 
 
 def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
@@ -249,8 +317,14 @@ def _stats_of(summ: dict, key: str) -> Optional[dict]:
 
 
 def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl2", "cl3"),
-                 with_paper: bool = True, markdown: bool = False) -> str:
-    """Final average accuracy (%) per method × scenario, mean ± std over seeds, with the paper's Table 1 numbers."""
+                 with_paper: bool = True, markdown: bool = False, wide: Optional[bool] = None) -> str:
+    """Final average accuracy (%) per method × scenario over seeds.
+
+    ``wide`` (default: markdown is wide, plain text compact): n, mean, sd, se of the final and during averages, CL3
+    task inference and the paper's Table 1 numbers; compact (at most ~100 characters for the paper's methods):
+    mean±se of the final average, n, parameters and their ratio to the target, wall time.
+    """
+    wide = markdown if wide is None else bool(wide)
     by_bench: dict[str, list[dict]] = {}
     for r in results:
         by_bench.setdefault(r["benchmark"], []).append(r)
@@ -264,6 +338,9 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
         rs = sorted(rs, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
         paper = {**PAPER_TABLE1.get(bench, {}), **PAPER_TABLE2.get(bench, {})}
         scen = [s for s in scenarios if any(s in r["summary"] for r in rs)] or list(scenarios)
+        if not wide and not markdown:
+            lines += _compact_table(rs, scen, bench)
+            continue
         header = ["method"]
         for s in scen:
             header += [f"{s.upper()} final", f"{s.upper()} during"]
