@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .allocator import keep_freed_memory
 from .checkpoint import atomic_write_text
-from .experiments.configs import method_config
+from .experiments.configs import method_run_config
 from .experiments.runner import build_learner
 from .learner import ContinualLearner
 from .memory import peak_bytes
@@ -82,7 +82,7 @@ def prepare_learner(benchmark: str, method: str, task: int, device: torch.device
     """A learner in the state it has while learning task ``task`` (1-based): ``task - 1`` earlier tasks registered
     and finished (regulariser targets stored, IWR Fisher vectors set, GROW weights frozen) without training them.
     ``num_tasks``: the benchmark's task count (the size of a multi-head output layer; default the config's)."""
-    cfg = method_config(benchmark, method, **(overrides or {}))
+    cfg = method_run_config(benchmark, method, **(overrides or {}))
     fake = _fake_bench(benchmark, num_tasks or max(task, 5 if benchmark == "split_mnist" else 10))
     learner = build_learner(cfg, fake, "cl1", seed=0, device=device, progress=False)
     k = fake.classes_per_task
@@ -340,7 +340,7 @@ def bench_parallel_seeds(device: torch.device, steps: int, warmup: int, seeds: i
     x = torch.rand(seeds, 128, d, generator=g).to(device)
     y = torch.randint(0, k, (seeds, 128), generator=g).to(device)
     for method in methods:
-        cfg = method_config(benchmark, method)
+        cfg = method_run_config(benchmark, method)
         fake = _fake_bench(benchmark, 2)
 
         def make(seed: int) -> ContinualLearner:

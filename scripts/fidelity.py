@@ -37,13 +37,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from hypercl.calibration import task_temperature
 from hypercl.checkpoint import atomic_write_text
-from hypercl.experiments.configs import method_config
+from hypercl.config import RunConfig, ValidationConfig
+from hypercl.experiments.configs import method_run_config
 from hypercl.experiments.runner import build_benchmark, build_learner, run_seed
 from hypercl.experiments.summary import seed_stats
 
@@ -76,21 +77,24 @@ PLAN = [("hnet", 10), ("lstm_net_grow", 10), ("lstm_net_grow_fresh", 10), ("lstm
 QUICK = os.environ.get("HYPERCL_FIDELITY_QUICK") == "1"  # a smoke run (reduced protocol; its own identity)
 
 
-def variant_config(variant: str) -> dict:
+def variant_config(variant: str) -> RunConfig:
     method, init, new_task, val_size = VARIANTS[variant]
-    cfg = method_config("split_mnist", method, quick=QUICK)
-    cfg["hypernetwork"]["init"] = init
+    cfg = method_run_config("split_mnist", method, quick=QUICK)
+    assert cfg.hypernetwork is not None  # every variant is a hypernetwork method
+    cfg = cfg.replace(hypernetwork=dataclasses.replace(cfg.hypernetwork, init=init))
     if new_task is not None:
-        cfg["strategy"]["kwargs"]["new_task_weights"] = new_task
+        cfg = cfg.replace(strategy=cfg.strategy.with_kwargs(new_task_weights=new_task))
     if val_size:
-        cfg["validation"] = {"size_per_task": val_size // 10 if QUICK else val_size, "split_seed": 2026,
-                             "calibration": "temperature"}
+        cfg = cfg.replace(validation=ValidationConfig(size_per_task=val_size // 10 if QUICK else val_size,
+                                                      split_seed=2026, calibration="temperature"))
     return cfg
 
 
-def identity(cfg: dict) -> str:
-    """The run identity (without the seed): a fingerprint of everything that decides the numbers."""
-    blob = json.dumps({"protocol": PROTOCOL, "config": cfg}, sort_keys=True, separators=(",", ":"))
+def identity(cfg: Union[RunConfig, dict]) -> str:
+    """The run identity (without the seed): a fingerprint of everything that decides the numbers (a config, or its
+    JSON form as a record stores it)."""
+    data = cfg.to_json() if isinstance(cfg, RunConfig) else cfg
+    blob = json.dumps({"protocol": PROTOCOL, "config": data}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -125,16 +129,17 @@ def _summary(rows: list[dict], tasks: list[int]) -> dict:
             "during": during}
 
 
-def _run_calibrated(cfg: dict, bench: Any, seed: int) -> dict:
-    vcfg = cfg["validation"]
-    vals = _carve_validation(bench, vcfg["size_per_task"], vcfg["split_seed"])
+def _run_calibrated(cfg: RunConfig, bench: Any, seed: int) -> dict:
+    vcfg = cfg.validation
+    assert vcfg is not None
+    vals = _carve_validation(bench, vcfg.size_per_task, vcfg.split_seed)
     learner = build_learner(cfg, bench, "cl1", seed, "cpu", progress=False)
     temps: list[float] = []
     rows: dict[str, dict[str, list]] = {k: {s: [] for s in SCENARIOS} for k in ("raw", "calibrated")}
     val_rows: dict[str, dict[str, list]] = {k: {s: [] for s in SCENARIOS} for k in ("raw", "calibrated")}
     t0 = time.perf_counter()
     for t in range(bench.num_tasks):
-        learner.fit_task(t, bench.tasks[t], iterations=int(cfg["train"]["iterations"]))
+        learner.fit_task(t, bench.tasks[t], iterations=int(cfg.training.iterations or 0))
         temps.append(task_temperature(learner, t, vals[t]))  # this task's validation split only
         seen = {i: vals[i] for i in range(t + 1)}
         for kind, temp in (("raw", None), ("calibrated", temps)):
@@ -191,13 +196,13 @@ def _numpy_version() -> Optional[str]:
     return str(numpy.__version__)
 
 
-def run_job(out: Path, variant: str, seed: int, data_root: Optional[str], cfg: Optional[dict] = None,
+def run_job(out: Path, variant: str, seed: int, data_root: Optional[str], cfg: Optional[RunConfig] = None,
             ckpt_root: Optional[Path] = None) -> dict:
     """Train and evaluate one (variant, seed); ``cfg`` (default: the variant's current config) is what a
     :func:`verify` re-run passes from a record. Checkpoints go under ``ckpt_root`` (default ``out/runs/ckpt``)."""
     cfg = variant_config(variant) if cfg is None else cfg
     bench = build_benchmark(cfg, data_root)
-    if "validation" in cfg:
+    if cfg.validation is not None:
         run = _run_calibrated(cfg, bench, seed)
     else:
         ckpt = (ckpt_root or out / "runs" / "ckpt") / f"{variant}-{identity(cfg)}"
@@ -205,7 +210,7 @@ def run_job(out: Path, variant: str, seed: int, data_root: Optional[str], cfg: O
         raw = run_seed(cfg, bench, seed, scenarios=SCENARIOS, checkpoint_dir=ckpt, resume=True)
         run = {"seed": seed, "wall_time_s": raw["wall_time_s"], "params": raw.get("params"),
                "test": {"raw": {s: _from_results(raw["scenarios"][s]) for s in SCENARIOS}}}
-    return {"variant": variant, "identity": identity(cfg), "protocol": PROTOCOL, "seed": seed, "config": cfg,
+    return {"variant": variant, "identity": identity(cfg), "protocol": PROTOCOL, "seed": seed, "config": cfg.to_json(),
             "command": f"python scripts/fidelity.py work --out {out}", "torch": torch.__version__,
             "environment": environment(), "run": run}
 
@@ -287,7 +292,7 @@ def verify(out: Path, variant: str, seed: int, data_root: Optional[str], record_
     exactly. Returns 0 when all match, 1 otherwise."""
     path = record_path or find_record(out, variant, seed)
     record = json.loads(path.read_text())
-    cfg = record["config"]
+    cfg = RunConfig.from_json(record["config"])
     if identity(cfg) != record["identity"]:
         print(f"verify: {path.name}: its config does not hash to its identity {record['identity']} "
               f"({identity(cfg)}): the record was edited")

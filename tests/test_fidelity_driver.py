@@ -19,17 +19,17 @@ _SPEC.loader.exec_module(fidelity)
 def test_variants_have_distinct_identities_and_the_faithful_settings() -> None:
     ids = {v: fidelity.identity(fidelity.variant_config(v)) for v in fidelity.VARIANTS}
     assert len(set(ids.values())) == len(ids)
-    assert fidelity.variant_config("hnet")["hypernetwork"]["init"] == "von_oswald"
-    assert fidelity.variant_config("lstm_net_grow_fresh")["strategy"]["kwargs"]["new_task_weights"] == "fresh"
-    assert "validation" not in fidelity.variant_config("hnet")  # the faithful rows train on all training data
-    assert fidelity.variant_config("hnet+cal")["validation"]["size_per_task"] == fidelity.VAL_SIZE
+    assert fidelity.variant_config("hnet").hypernetwork.init == "von_oswald"
+    assert fidelity.variant_config("lstm_net_grow_fresh").strategy.kwargs["new_task_weights"] == "fresh"
+    assert fidelity.variant_config("hnet").validation is None  # the faithful rows train on all training data
+    assert fidelity.variant_config("hnet+cal").validation.size_per_task == fidelity.VAL_SIZE
 
 
 def _record(variant: str, seed: int, cl3: float) -> dict:
     cfg = fidelity.variant_config(variant)
     res = {s: {"final_average": cl3, "during_average": cl3, "task_inference": cl3, "final": [], "during": []}
            for s in fidelity.SCENARIOS}
-    return {"variant": variant, "identity": fidelity.identity(cfg), "seed": seed, "config": cfg,
+    return {"variant": variant, "identity": fidelity.identity(cfg), "seed": seed, "config": cfg.to_json(),
             "run": {"test": {"raw": res}}}
 
 
@@ -84,11 +84,11 @@ def test_environment_names_code_version_threads_and_kernel_path() -> None:
 def test_verify_passes_on_a_fresh_record_and_detects_a_one_digit_edit(tmp_path: Path, capsys) -> None:
     import torch
 
+    import dataclasses
+
     cfg = fidelity.variant_config("hnet")
-    cfg["quick"] = True
-    cfg["train"]["iterations"] = 5
-    cfg["benchmark"]["max_train_per_task"] = 256
-    cfg["benchmark"]["max_test_per_task"] = 64
+    cfg = cfg.replace(quick=True, training=dataclasses.replace(cfg.training, iterations=5),
+                      benchmark=dataclasses.replace(cfg.benchmark, max_train_per_task=256, max_test_per_task=64))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -92,19 +92,19 @@ def test_files_honour_the_umask_and_stale_tmp_is_cleaned(tmp_path):
 
 # --------------------------------------------------------------------------------------------- run identity
 def test_fingerprint_covers_every_setting():
-    base = RunConfig.from_dict(method_config("split_mnist", "hnet")).fingerprint()
-    assert base == RunConfig.from_dict(method_config("split_mnist", "hnet")).fingerprint()
+    base = RunConfig.from_json(method_config("split_mnist", "hnet")).fingerprint()
+    assert base == RunConfig.from_json(method_config("split_mnist", "hnet")).fingerprint()
     for kw in ({"quick": True}, {"iterations": 7}, {"lr": 2e-3}, {"beta": 0.5}, {"batch_size": 64},
                {"chunk_size": 1000}, {"val_size": 10}, {"hnet_init": "target_scale"}, {"max_train_per_task": 9}):
-        other = RunConfig.from_dict(method_config("split_mnist", "hnet", **kw)).fingerprint()
+        other = RunConfig.from_json(method_config("split_mnist", "hnet", **kw)).fingerprint()
         assert other != base, kw
-    cfg = RunConfig.from_dict(method_config("split_mnist", "hnet")).to_dict()
-    cfg2 = RunConfig.from_dict(method_config("split_mnist", "hnet", quick=True)).to_dict()
+    cfg = RunConfig.from_json(method_config("split_mnist", "hnet")).to_json()
+    cfg2 = RunConfig.from_json(method_config("split_mnist", "hnet", quick=True)).to_json()
     diff = identity_diff(run_identity(cfg, "cl1", 0), run_identity(cfg2, "cl1", 1))
     assert any(d.startswith("quick:") for d in diff) and any(d.startswith("train.iterations") for d in diff)
     assert any(d.startswith("seed:") for d in diff)
     with pytest.raises(dataclass_error()):
-        RunConfig.from_dict(method_config("split_mnist", "hnet")).method = "x"
+        RunConfig.from_json(method_config("split_mnist", "hnet")).method = "x"
 
 
 def dataclass_error():
@@ -114,7 +114,7 @@ def dataclass_error():
 
 
 def test_new_config_fields_reach_the_library():
-    cfg = RunConfig.from_dict(method_config("split_mnist", "hnet")).to_dict()
+    cfg = RunConfig.from_json(method_config("split_mnist", "hnet")).to_json()
     assert cfg["hypernetwork"]["init"] == "von_oswald"
     assert method_config("split_mnist", "lstm_net")["hypernetwork"]["init"] == "target_scale"
     assert method_config("permuted_mnist", "hnet")["strategy"]["kwargs"]["lookahead"] is True

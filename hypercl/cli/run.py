@@ -10,7 +10,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -20,7 +20,7 @@ from ..data import DatasetIntegrityError, DatasetNotFoundError
 from ..devices import device_name
 from ..distributed import DistributedContext, init_distributed, shutdown
 from ..experiments import format_table, plot_matrices, run_seed, summarize
-from ..experiments.identity import RunConfig, config_hash
+from ..config import ReplayRunConfig
 from ..experiments.report import format_table3, merge_results, results_path, size_notes
 from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
 from ..learner import NonFiniteLossError
@@ -70,7 +70,7 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
     cfgs, seeds = args.prepared
     results = []
-    bench_cache: dict[str, object] = {}
+    bench_cache: dict[Any, Any] = {}
     # one job per (method, seed), or per method when its seeds train as one ensemble (--parallel-seeds)
     jobs: list[tuple[str, list[int]]] = []
     for m in args.method:
@@ -86,9 +86,8 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
     started: dict[str, float] = {}
     try:
         for method, job_seeds in jobs:
-            replay = is_replay_method(method)
             cfg = cfgs[method]
-            key = repr(cfg["benchmark"])
+            key = cfg.benchmark
             if key not in bench_cache:
                 if ctx is not None and not ctx.is_main:
                     torch.distributed.barrier()  # rank 0 downloads / verifies the files first
@@ -99,20 +98,18 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
             outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
                                   f"{','.join(map(str, job_seeds))}")
             started.setdefault(method, time.perf_counter())
-            fingerprint = RunConfig.from_dict(cfg).fingerprint() if not replay else None
-            if fingerprint is None:
-                fingerprint = config_hash(cfg)
+            fingerprint = cfg.fingerprint()
             rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
             stem = rpath.stem
             if len(job_seeds) > 1:
                 new_runs = run_seeds_parallel(cfg, bench, job_seeds, args.scenario, device=args.device,
                                               progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
                                               resume=args.resume)
-            elif replay:
+            elif isinstance(cfg, ReplayRunConfig):
                 seed = job_seeds[0]
-                rdir = replay_dir(cfg, method, out / "checkpoints")
+                rdir = replay_dir(cfg, out / "checkpoints")
                 if main_rank and not (rdir / "run.json").exists():
-                    atomic_write_text(json.dumps(cfg, indent=1), rdir / "run.json")  # the identity, for --resume
+                    atomic_write_text(json.dumps(cfg.to_json(), indent=1), rdir / "run.json")  # the identity, for --resume
                 new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
                                             progress=not args.no_progress, checkpoint_dir=rdir,
                                             resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]
@@ -126,9 +123,9 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                 runs = by_method[method]
                 result = {
                     "benchmark": args.benchmark, "method": method, "scenarios": args.scenario, "seeds": seeds,
-                    "fingerprint": fingerprint, "protocol": cfg.get("protocol"), "reduced": bool(args.quick),
+                    "fingerprint": fingerprint, "protocol": cfg.protocol, "reduced": bool(args.quick),
                     "run_kind": "reduced (--quick: data subset, few steps)" if args.quick else "full protocol",
-                    "config": cfg, "summary": summarize(runs, args.scenario), "runs": runs,
+                    "config": cfg.to_json(), "summary": summarize(runs, args.scenario), "runs": runs,
                     "params": runs[0]["params"],
                     "wall_time_s": time.perf_counter() - started[method],
                     "parallel_seeds": len(job_seeds) > 1,

@@ -11,7 +11,8 @@ from typing import Optional
 from ..checkpoint import CheckpointError, clean_stale_tmp
 from ..experiments import method_config
 from ..experiments.configs import CIFAR_METHODS, CL1_ONLY
-from ..experiments.identity import ConfigError, RunConfig, config_hash, identity_diff
+from ..config import AnyRunConfig, ReplayRunConfig, RunConfig
+from ..experiments.identity import identity_diff, run_config
 from ..experiments.runner import ResumeError, check_checkpoint, run_tags
 from ..replay import is_replay_method, replay_method_config
 from .args import AllMethods
@@ -68,46 +69,45 @@ def validate_run(args: argparse.Namespace) -> None:
     args.prepared = prepare_jobs(args)
 
 
-def target_weights(cfg: dict) -> Optional[int]:
+def target_weights(cfg: RunConfig) -> Optional[int]:
     """The number of target weights of an MLP config (None for a ResNet: not checked here)."""
-    if cfg["target"].get("model") == "resnet":
+    if cfg.target.is_resnet:
         return None
-    b = cfg["benchmark"]
-    dim = (b.get("pad_to") or 28) ** 2
-    out = 10 if b["name"] == "permuted_mnist" or cfg.get("output_layout") == "per_task" else 2
-    sizes = [dim] + list(cfg["target"]["hidden"]) + [out]
+    b = cfg.benchmark
+    dim = (b.pad_to or 28) ** 2
+    out = 10 if b.name == "permuted_mnist" or cfg.output_layout == "per_task" else 2
+    sizes = [dim] + list(cfg.target.hidden or ()) + [out]
     return sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
 
 
-def replay_dir(cfg: dict, method: str, checkpoints: Path) -> Path:
+def replay_dir(cfg: ReplayRunConfig, checkpoints: Path) -> Path:
     """A replay run's checkpoints live in a folder named by its fingerprint (hypercl/replay names the files)."""
-    return checkpoints / f"{cfg['benchmark']['name']}_{method}_{config_hash(cfg)}"
+    return checkpoints / f"{cfg.benchmark.name}_{cfg.method}_{cfg.fingerprint()}"
 
 
-def check_replay_checkpoints(cfg: dict, method: str, seeds: list, checkpoints: Path,
+def check_replay_checkpoints(cfg: ReplayRunConfig, method: str, seeds: list, checkpoints: Path,
                               args: argparse.Namespace) -> None:
-    folder = replay_dir(cfg, method, checkpoints)
+    folder = replay_dir(cfg, checkpoints)
     mine = [p for s in seeds for p in folder.glob(f"*_seed{s}.pt")]
     if mine and not args.resume:
         raise Refusal(f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
                        "it, or remove it to train again")
     if args.resume and not mine:
-        for other in sorted(checkpoints.glob(f"{cfg['benchmark']['name']}_{method}_*/run.json")):
+        for other in sorted(checkpoints.glob(f"{cfg.benchmark.name}_{method}_*/run.json")):
             if other.parent == folder or not any(other.parent.glob(f"*_seed{s}.pt") for s in seeds):
                 continue
             try:
                 stored = json.loads(other.read_text())
             except (OSError, ValueError):
                 stored = {}
-            diff = identity_diff({"config": stored}, {"config": cfg})
+            diff = identity_diff({"config": stored}, {"config": cfg.to_json()})
             raise Refusal(f"--resume: no checkpoint of this run in {checkpoints}; {other.parent.name} is another "
                            f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
                            "this one, or repeat the other run's settings")
 
 
-def prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
-    """Every check before data is loaded: returns {method: cfg} and the checkpoints to resume; raises Refusal."""
-
+def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], list[int]]:
+    """Every check before data is loaded: returns {method: config} and the seeds; raises Refusal."""
     if not args.method:
         raise Refusal("--method is empty; give a method, a comma-separated list, 'all' or 'replay'")
     if not args.scenario:
@@ -119,24 +119,18 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
     if args.val_size is not None and args.val_size < 0:
         raise Refusal(f"--val-size must be zero or positive, got {args.val_size}")
     check_data_root(args.data_root)
-    cfgs: dict[str, dict] = {}
+    cfgs: dict[str, AnyRunConfig] = {}
     for method in args.method:
         make_cfg = replay_method_config if is_replay_method(method) else method_config
         try:
-            cfg = make_cfg(args.benchmark, method, quick=args.quick, **args.overrides)
-        except ValueError as e:
+            cfg = run_config(make_cfg, args.benchmark, method, quick=args.quick, **args.overrides)
+        except ValueError as e:  # ConfigError included
             raise Refusal(str(e)) from None
-        try:
-            cfg = RunConfig.from_dict(cfg).validate().to_dict()
-        except ConfigError as e:
-            raise Refusal(str(e)) from None
-        except (KeyError, TypeError):  # a config shape RunConfig does not type (replay): fingerprinted as it is
-            cfg = {**cfg, "protocol": RunConfig.__dataclass_fields__["protocol"].default}
-        h = cfg.get("hypernetwork")
-        n = target_weights(cfg) if h else None
-        if h and n is not None and int(h["chunk_size"]) > n:
-            raise Refusal(f"--chunk-size {h['chunk_size']} is larger than the target network of {method} "
-                           f"({n:,} weights); choose at most {n}")
+        if isinstance(cfg, RunConfig) and cfg.hypernetwork is not None:
+            n = target_weights(cfg)
+            if n is not None and cfg.hypernetwork.chunk_size > n:
+                raise Refusal(f"--chunk-size {cfg.hypernetwork.chunk_size} is larger than the target network of "
+                              f"{method} ({n:,} weights); choose at most {n}")
         cfgs[method] = cfg
     out = args.out or Path("results") / args.benchmark
     check_out_folder(out)
@@ -144,7 +138,7 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict, list]:
         clean_stale_tmp(folder)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     for method, cfg in cfgs.items():
-        if is_replay_method(method):
+        if isinstance(cfg, ReplayRunConfig):
             check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
             continue
         for seed in seeds:

@@ -17,12 +17,13 @@ import datetime as _dt
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..chunking import ChunkPlan
-from .configs import method_config
+from ..config import HypernetworkConfig, RunConfig
+from .configs import method_run_config
 
 __all__ = ["ABLATION_KINDS", "DEFAULT_RATIOS", "DEFAULT_BETAS", "ABLATION_QUICK", "generator_param_count",
            "size_for_ratio", "compression_ablation", "beta_ablation", "plot_ablation", "run_ablation"]
@@ -71,21 +72,24 @@ def _hidden_ladder(generator: str, hidden: Any, in_dim: int) -> list[Any]:
     return [first] + [h for h in _HIDDEN_LADDER.get(generator, ()) if width(h) < width(first)]
 
 
-def size_for_ratio(num_params: int, hcfg: dict, ratio: float, num_tasks: int) -> dict:
+def size_for_ratio(num_params: int, hcfg: Union[HypernetworkConfig, Mapping[str, Any]], ratio: float,
+                   num_tasks: int) -> dict:
     """Chunk size (and hidden size) whose hypernetwork has at most ``ratio × num_params`` parameters, as close to it
     as possible: the largest chunk size on the rising branch of the count (bigger chunks → bigger output layer).
 
-    ``hcfg``: the config's ``hypernetwork`` entry (generator, hidden_size, task/chunk embedding sizes, activation).
+    ``hcfg``: the config's :class:`~hypercl.config.HypernetworkConfig` (or its JSON form).
     The configured hidden size is kept when the ratio is reachable with it, else the next smaller one of a fixed
     ladder is used. Returns ``{"chunk_size", "hidden_size", "params", "ratio"}`` (``params`` with the task
     embeddings of ``num_tasks`` tasks).
     """
-    gen = hcfg["generator"]
-    extra = {k: v for k, v in hcfg.items() if k in ("activation",) and gen == "chunked_mlp"}
-    te, ce = int(hcfg["task_emb_dim"]), int(hcfg["chunk_emb_dim"])
+    h = hcfg if isinstance(hcfg, HypernetworkConfig) else HypernetworkConfig.from_json(hcfg)
+    gen = h.generator
+    extra = {"activation": h.activation} if gen == "chunked_mlp" and h.activation is not None else {}
+    te, ce = int(h.task_emb_dim), int(h.chunk_emb_dim)
     budget = ratio * num_params
     best: Optional[dict] = None
-    for hidden in _hidden_ladder(gen, hcfg["hidden_size"], te + ce):
+    hidden_size = list(h.hidden_size) if isinstance(h.hidden_size, tuple) else h.hidden_size
+    for hidden in _hidden_ladder(gen, hidden_size, te + ce):
         def count(c: int) -> int:
             return generator_param_count(num_params, gen, c, te, ce, hidden, num_tasks, **extra)
 
@@ -123,11 +127,11 @@ def _quick_overrides(benchmark: str, quick: bool) -> dict:
     return q
 
 
-def _num_target_params(cfg: dict, bench: Any) -> int:
+def _num_target_params(cfg: RunConfig, bench: Any) -> int:
     from .runner import target_module
 
-    out = bench.total_classes if cfg.get("output_layout") == "per_task" else bench.classes_per_task
-    return sum(p.numel() for p in target_module(cfg, bench, out).parameters() if p.requires_grad)
+    out = bench.total_classes if cfg.output_layout == "per_task" else bench.classes_per_task
+    return sum(p.numel() for p in target_module(cfg.target, bench, out).parameters() if p.requires_grad)
 
 
 def _point(run: dict, scenarios: Sequence[str]) -> dict:
@@ -163,14 +167,16 @@ def compression_ablation(
     over = {**_quick_overrides(benchmark, quick), **(overrides or {})}
     points = []
     for method in methods:
-        base = method_config(benchmark, method, **over)
+        base = method_run_config(benchmark, method, **over)
+        if base.hypernetwork is None:
+            raise ValueError(f"the compression ablation needs a hypernetwork method, got {method!r}")
         if bench is None:
             bench = build_benchmark(base, data_root, device)
         n_target = _num_target_params(base, bench)
         for r in ratios:
-            size = size_for_ratio(n_target, base["hypernetwork"], r, bench.num_tasks)
-            cfg = method_config(benchmark, method, **over, chunk_size=size["chunk_size"],
-                                hidden_size=size["hidden_size"])
+            size = size_for_ratio(n_target, base.hypernetwork, r, bench.num_tasks)
+            cfg = method_run_config(benchmark, method, **over, chunk_size=size["chunk_size"],
+                                                    hidden_size=size["hidden_size"])
             for seed in seeds:
                 run = run_seed(cfg, bench, seed, scenarios, device=device)
                 pt = {"method": method, "requested_ratio": r, "chunk_size": size["chunk_size"],
@@ -205,7 +211,7 @@ def beta_ablation(
     over = {**_quick_overrides(benchmark, quick), **(overrides or {})}
     points = []
     for beta in betas:
-        cfg = method_config(benchmark, method, **over, beta=float(beta))
+        cfg = method_run_config(benchmark, method, **over, beta=float(beta))
         if bench is None:
             bench = build_benchmark(cfg, data_root, device)
         for seed in seeds:

@@ -3,20 +3,21 @@ task). The speed extrapolation of the seed paper's protocol lives in :mod:`hyper
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..config import AugmentConfig, TargetConfig
 from ..data.augment import random_crop_flip
 
 __all__ = ["resnet_target", "TaskAugment", "make_train_transform"]
 
-def resnet_target(tcfg: dict, num_outputs: int, in_channels: int = 3) -> torch.nn.Module:
+def resnet_target(target: TargetConfig, num_outputs: int, in_channels: int = 3) -> torch.nn.Module:
     """``resnet32(num_outputs)`` for the paper's config, else ``cifar_resnet(depth, num_outputs, widths=...)``."""
     from ..models import cifar_resnet, resnet32
 
-    depth = int(tcfg.get("depth", 32))
-    widths = [int(w) for w in tcfg.get("widths", [16, 32, 64])]
+    depth = int(target.depth if target.depth is not None else 32)
+    widths = [int(w) for w in (target.widths if target.widths is not None else (16, 32, 64))]
     if depth == 32 and widths == [16, 32, 64] and in_channels == 3:
         return resnet32(num_outputs)
     return cifar_resnet(depth, num_outputs, in_channels=in_channels, widths=widths)
@@ -53,15 +54,17 @@ class TaskAugment:
         return f"TaskAugment(padding={self.padding}, task={self.task}, device={self.device})"
 
 
-def make_train_transform(aug: dict, bench: Any, seed: int, device: Any) -> TaskAugment:
+def make_train_transform(aug: Union[AugmentConfig, Mapping[str, Any]], bench: Any, seed: int, device: Any) -> TaskAugment:
     """The training transform a config's ``augment`` entry describes (only ``random_crop_flip`` exists)."""
-    if aug.get("kind", "random_crop_flip") != "random_crop_flip":
-        raise ValueError(f"unknown augmentation {aug.get('kind')!r}; valid: 'random_crop_flip'")
+    if isinstance(aug, Mapping):  # its JSON form
+        aug = AugmentConfig.from_json(aug)
+    if (aug.kind or "random_crop_flip") != "random_crop_flip":
+        raise ValueError(f"unknown augmentation {aug.kind!r}; valid: 'random_crop_flip'")
     fills = None
-    if aug.get("fill", "black") == "black" and hasattr(bench, "pad_fill"):
+    if (aug.fill or "black") == "black" and hasattr(bench, "pad_fill"):
         fills = [bench.pad_fill(t) for t in range(bench.num_tasks)]
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    return TaskAugment(int(aug.get("padding", 4)), fills, seed=seed, device=dev)
+    return TaskAugment(int(aug.padding if aug.padding is not None else 4), fills, seed=seed, device=dev)
 
 
 # ---------------------------------------------------------------------------------------------------------- speed

@@ -77,15 +77,15 @@ def _sync(device: torch.device) -> None:
 
 def _time_method(method: str, bench: SyntheticCIFAR, device: torch.device, steps: Optional[int], warmup: int,
                  epochs: int, overrides: dict, fisher_probe: int, seed: int) -> dict:
-    from .configs import method_config
+    from .configs import method_run_config
     from .runner import build_learner
 
-    cfg = method_config("split_cifar", method, **overrides)
-    batch = int(cfg["train"]["batch_size"])
-    is_iwr = cfg["strategy"]["name"] == "iwr"
-    fisher_real = cfg["strategy"]["kwargs"].get("fisher_samples") if is_iwr else None
+    cfg = method_run_config("split_cifar", method, **overrides)
+    batch = int(cfg.training.batch_size)
+    is_iwr = cfg.strategy.name == "iwr"
+    fisher_real = cfg.strategy.fisher_samples if is_iwr else None
     if is_iwr:  # the Fisher pass is timed separately on a few samples and scaled
-        cfg["strategy"]["kwargs"]["fisher_samples"] = max(1, min(fisher_probe, 8))
+        cfg = cfg.replace(strategy=cfg.strategy.with_kwargs(fisher_samples=max(1, min(fisher_probe, 8))))
     learner = build_learner(cfg, bench, "cl1", seed, device, progress=False)
     per_task = []
     for t, task in enumerate(bench.tasks):
@@ -184,10 +184,10 @@ def cifar_speed(
             progress(m)
         res = _time_method(m, bench, dev, steps, warmup, epochs, dict(overrides or {}), fisher_probe, seed)
         out["methods"][m] = res
-    from .configs import method_config
+    from .configs import method_run_config
 
-    out["protocol"]["batch_size"] = int(method_config("split_cifar", methods[0], **(overrides or {}))
-                                        ["train"]["batch_size"])
+    first = method_run_config("split_cifar", methods[0], **(overrides or {}))
+    out["protocol"]["batch_size"] = int(first.training.batch_size)
     out["wall_time_s"] = time.perf_counter() - t_all
     return out
 

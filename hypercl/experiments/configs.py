@@ -25,10 +25,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..config import RunConfig
+
 __all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK",
            "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY", "HNET_INIT", "RECURRENT_INIT", "LSTM_INIT",
            "INIT_SCHEMES",
-           "GROW_NEW_TASK"]
+           "GROW_NEW_TASK", "method_run_config"]
 
 #: method name -> (generator, strategy)
 HNET_METHODS: dict[str, tuple[str, str]] = {
@@ -230,3 +232,10 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
         else:
             raise ValueError(f"unknown override {key!r}")
     return cfg
+
+
+def method_run_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> RunConfig:
+    """:func:`method_config` as a typed :class:`~hypercl.config.RunConfig` (no protocol entry: its fingerprint is
+    that of the plain dict, as the library's runs have always been identified; the CLI adds the protocol with
+    :func:`hypercl.experiments.identity.run_config`)."""
+    return RunConfig.from_json(method_config(benchmark, method, quick=quick, **overrides))

@@ -4,9 +4,10 @@ A hypernetwork method is trained ONCE per seed: its weights are task-specific al
 only in evaluation. A baseline (one shared weight vector) is trained once per scenario, because the scenario decides
 its output heads.
 
-Split CIFAR (``cfg["target"]["model"] == "resnet"``): the target is a CIFAR ResNet (ResNet-32), training is by epochs
-(``cfg["train"]["epochs"]``), every training batch is augmented on the device (``cfg["augment"]``, see
-:mod:`hypercl.experiments.cifar`), and "scratch" trains one :class:`~hypercl.independent.IndependentWeights` network
+Every function takes a :class:`~hypercl.config.RunConfig` (or its JSON form, read once with
+:func:`~hypercl.config.as_config`). Split CIFAR (``cfg.target.model == "resnet"``): the target is a CIFAR ResNet
+(ResNet-32), training is by epochs (``cfg.training.epochs``), every training batch is augmented on the device
+(``cfg.augment``, see :mod:`hypercl.experiments.cifar`), and "scratch" trains one :class:`~hypercl.independent.IndependentWeights` network
 per task.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -25,6 +26,7 @@ from ..independent import IndependentWeights
 from ..learner import ContinualLearner
 from ..models import mlp
 from ..checkpoint import CheckpointError, atomic_save, load_checkpoint
+from ..config import AnyRunConfig, RunConfig, TargetConfig, as_config
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
@@ -48,16 +50,21 @@ def run_tags(method: str, scenarios: Sequence[str]) -> list[tuple[list[str], str
     return [([s], s) for s in scenarios]
 
 
-def checkpoint_path(cfg: dict, tag: str, seed: int, checkpoint_dir: Path) -> Path:
+Config = Union[AnyRunConfig, Mapping[str, Any]]
+
+
+def checkpoint_path(cfg: Config, tag: str, seed: int, checkpoint_dir: Path) -> Path:
     """``<benchmark>_<method>_<tag>_<fingerprint>_seed<seed>.pt``: different runs never share a file."""
+    cfg = as_config(cfg)
     ident = run_identity(cfg, tag, seed)
-    return Path(checkpoint_dir) / f"{cfg['benchmark']['name']}_{cfg['method']}_{tag}_{ident['fingerprint']}_seed{seed}.pt"
+    return Path(checkpoint_dir) / f"{cfg.benchmark.name}_{cfg.method}_{tag}_{ident['fingerprint']}_seed{seed}.pt"
 
 
-def check_checkpoint(cfg: dict, tag: str, seed: int, checkpoint_dir: Path, resume: bool) -> Optional[Path]:
+def check_checkpoint(cfg: Config, tag: str, seed: int, checkpoint_dir: Path, resume: bool) -> Optional[Path]:
     """Before any training: the checkpoint to continue (``--resume`` and the same identity), ``None`` to start fresh;
     :class:`ResumeError` for a finished/started run without ``--resume`` (nothing is overwritten silently), or for
     ``--resume`` when only checkpoints of another identity exist (the message names the fields that differ)."""
+    cfg = as_config(cfg)
     path = checkpoint_path(cfg, tag, seed, checkpoint_dir)
     ident = run_identity(cfg, tag, seed)
     if path.exists():
@@ -70,7 +77,7 @@ def check_checkpoint(cfg: dict, tag: str, seed: int, checkpoint_dir: Path, resum
             raise ResumeError(f"{path} is not a checkpoint of this run (differs in {'; '.join(diff) or 'identity'})")
         return path
     if resume:
-        prefix = f"{cfg['benchmark']['name']}_{cfg['method']}_"
+        prefix = f"{cfg.benchmark.name}_{cfg.method}_"
         others = sorted(p for p in Path(checkpoint_dir).glob(f"{prefix}*_seed{seed}.pt")) if Path(
             checkpoint_dir).is_dir() else []
         others = [p for p in others if p.name[len(prefix):].startswith(tag + "_")]
@@ -86,7 +93,7 @@ def check_checkpoint(cfg: dict, tag: str, seed: int, checkpoint_dir: Path, resum
     return None
 
 
-def _save(learner: ContinualLearner, path: Path, cfg: dict, tag: str, seed: int,
+def _save(learner: ContinualLearner, path: Path, cfg: RunConfig, tag: str, seed: int,
           val_history: Optional[dict] = None) -> None:
     """:meth:`ContinualLearner.save` plus the run identity (``state["run"]``) and the validation-split rows
     (``state["val_history"]``, when ``--val-size`` > 0), atomic and digest-stamped."""
@@ -136,13 +143,12 @@ def is_hnet_method(method: str) -> bool:
     return method in HNET_METHODS
 
 
-def build_benchmark(cfg: dict, data_root: Optional[str] = None, device: Optional[torch.device] = None) -> Any:
+def build_benchmark(cfg: Config, data_root: Optional[str] = None, device: Optional[torch.device] = None) -> Any:
     """The benchmark of a config, its tasks moved to ``device`` once (batches are then drawn by index)."""
     from ..data import get_benchmark
 
-    spec = dict(cfg["benchmark"])
-    name = spec.pop("name")
-    bench = get_benchmark(name, root=data_root, **spec)
+    b = as_config(cfg).benchmark
+    bench = get_benchmark(b.name, root=data_root, **b.options())
     if device is not None and torch.device(device).type != "cpu":
         bench.tasks = [t.to(device) for t in bench.tasks]
     return bench
@@ -152,65 +158,75 @@ def _input_dim(bench: Any) -> int:
     return int(bench.input_dim)
 
 
-def target_module(cfg: dict, bench: Any, num_outputs: int) -> torch.nn.Module:
+def target_module(target: TargetConfig, bench: Any, num_outputs: int) -> torch.nn.Module:
     """The target network of a config: an MLP (MNIST) or a CIFAR ResNet (``target.model == "resnet"``)."""
-    tcfg = cfg["target"]
-    if tcfg.get("model") == "resnet":
+    if target.is_resnet:
         from .cifar import resnet_target
 
-        return resnet_target(tcfg, num_outputs, in_channels=int(getattr(bench, "input_shape", (3,))[0]))
-    return mlp(_input_dim(bench), tcfg["hidden"], num_outputs, tcfg["activation"])
+        return resnet_target(target, num_outputs, in_channels=int(getattr(bench, "input_shape", (3,))[0]))
+    return mlp(_input_dim(bench), list(target.hidden or ()), num_outputs, target.activation)
 
 
-def _train_transform(cfg: dict, bench: Any, seed: int, device: Any) -> Optional[Callable]:
-    if not cfg.get("augment"):
+def _train_transform(cfg: RunConfig, bench: Any, seed: int, device: Any) -> Optional[Callable]:
+    if cfg.augment is None:
         return None
     from .cifar import make_train_transform
 
-    return make_train_transform(cfg["augment"], bench, seed, device)
+    return make_train_transform(cfg.augment, bench, seed, device)
 
 
-def build_learner(cfg: dict, bench: Any, scenario: str, seed: int, device: Any, progress: bool,
+def build_learner(cfg: Config, bench: Any, scenario: str, seed: int, device: Any, progress: bool,
                   learner_kwargs: Optional[dict] = None) -> ContinualLearner:
     """The learner (hypernetwork or plain network, with its strategy) a config describes. ``learner_kwargs`` go to
     :class:`ContinualLearner` as they are (``distributed``, ``compile``, ``autocast_dtype``)."""
+    cfg = as_config(cfg)
+    if not isinstance(cfg, RunConfig):
+        raise TypeError(f"build_learner builds a classifier run's learner; {cfg.method!r} is a replay run "
+                        "(hypercl.replay.build_replay_classifier)")
     torch.manual_seed(seed)
-    tcfg = cfg["target"]
-    train = cfg["train"]
-    common = dict(optimizer=train["optimizer"], lr=train["lr"], batch_size=train["batch_size"], device=device,
-                  seed=seed, progress=progress, **(learner_kwargs or {}))
-    if "eval_batch_size" in train:
-        common["eval_batch_size"] = train["eval_batch_size"]
+    train = cfg.training
+    common: dict[str, Any] = dict(optimizer=train.optimizer, lr=train.lr, batch_size=train.batch_size, device=device,
+                                  seed=seed, progress=progress, **(learner_kwargs or {}))
+    if train.eval_batch_size is not None:
+        common["eval_batch_size"] = train.eval_batch_size
     transform = _train_transform(cfg, bench, seed, device)
     if transform is not None:
         common["train_transform"] = transform
-    if cfg["method"] == "scratch":
-        model = target_module(cfg, bench, bench.classes_per_task)
-        return ContinualLearner(IndependentWeights(model, seed=seed), strategy=cfg["strategy"]["name"],
-                                strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario,
-                                output_layout=cfg["output_layout"], **common)
-    if tcfg.get("model") == "resnet":  # CIFAR: the hypernetwork targets and the baselines share target_module
-        if is_hnet_method(cfg["method"]):
-            out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
-            h = dict(cfg["hypernetwork"])
-            hnet = HyperNetwork(target_module(cfg, bench, out), generator=h.pop("generator"), **h)
-            return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
-                                    scenario=scenario, output_layout=cfg["output_layout"], **common)
-        out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
-        return ContinualLearner(DirectWeights(target_module(cfg, bench, out)), strategy=cfg["strategy"]["name"],
-                                strategy_kwargs=cfg["strategy"]["kwargs"], scenario=scenario, **common)
-    if is_hnet_method(cfg["method"]):
-        out = bench.total_classes if cfg["output_layout"] == "per_task" else bench.classes_per_task
-        model = mlp(_input_dim(bench), tcfg["hidden"], out, tcfg["activation"])
-        h = dict(cfg["hypernetwork"])
-        hnet = HyperNetwork(model, generator=h.pop("generator"), **h)
-        return ContinualLearner(hnet, strategy=cfg["strategy"]["name"], strategy_kwargs=cfg["strategy"]["kwargs"],
-                                scenario=scenario, output_layout=cfg["output_layout"], **common)
+    strategy = cfg.strategy
+    if cfg.method == "scratch":
+        model = target_module(cfg.target, bench, bench.classes_per_task)
+        return ContinualLearner(IndependentWeights(model, seed=seed), strategy=strategy.name,
+                                strategy_kwargs=strategy.kwargs_for(None), scenario=scenario,
+                                output_layout=cfg.output_layout or "shared", **common)
+    if is_hnet_method(cfg.method):
+        if cfg.hypernetwork is None:
+            raise ValueError(f"method {cfg.method!r} needs a hypernetwork entry in its config")
+        out = bench.total_classes if cfg.output_layout == "per_task" else bench.classes_per_task
+        h = cfg.hypernetwork
+        hnet = HyperNetwork(target_module(cfg.target, bench, out), generator=h.generator, **h.kwargs())
+        return ContinualLearner(hnet, strategy=strategy.name, strategy_kwargs=strategy.kwargs_for(None),
+                                scenario=scenario, output_layout=cfg.output_layout or "shared", **common)
     out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
-    model = mlp(_input_dim(bench), tcfg["hidden"], out, tcfg["activation"])
-    kwargs = {**cfg["strategy"].get("per_scenario_kwargs", {}).get(scenario, {}), **cfg["strategy"]["kwargs"]}
-    return ContinualLearner(DirectWeights(model), strategy=cfg["strategy"]["name"], strategy_kwargs=kwargs,
-                            scenario=scenario, **common)
+    # the MNIST baselines take van de Ven & Tolias' per-scenario hyper-parameters; the CIFAR ones the common kwargs
+    kwargs = strategy.kwargs_for(None if cfg.target.is_resnet else scenario)
+    return ContinualLearner(DirectWeights(target_module(cfg.target, bench, out)), strategy=strategy.name,
+                            strategy_kwargs=kwargs, scenario=scenario, **common)
+
+
+def _run_config(cfg: Config) -> RunConfig:
+    run = as_config(cfg)
+    if not isinstance(run, RunConfig):
+        raise TypeError(f"{run.method!r} is a replay run: train it with hypercl.replay.run_replay_seed")
+    return run
+
+
+def _task_length(cfg: RunConfig) -> tuple[Optional[int], Optional[int]]:
+    """``(epochs, iterations)`` of a task: training by epochs when the config gives them, else by iterations."""
+    if cfg.training.epochs is not None:
+        return int(cfg.training.epochs), None
+    if cfg.training.iterations is None:
+        raise ValueError("the config's training gives neither iterations nor epochs")
+    return None, int(cfg.training.iterations)
 
 
 def _train_sequence(
@@ -258,7 +274,7 @@ def _param_counts(learner: ContinualLearner) -> dict:
 
 
 def run_seed(
-    cfg: dict,
+    cfg: Config,
     bench: Any,
     seed: int,
     scenarios: Sequence[str] = SCENARIOS,
@@ -276,12 +292,12 @@ def run_seed(
     ``after_fit(learner, task_id, task)`` runs after each task's ``fit_task`` (default :func:`after_fit_task`).
     With validation splits (``--val-size`` > 0) the result holds ``"val"``: per scenario the validation-split
     accuracy rows and their final/during averages (:func:`val_summary`)."""
+    cfg = _run_config(cfg)
     learner_kwargs = dict(learner_kwargs or {})
     scenarios = [check_scenario(s) for s in scenarios]
     t0 = time.perf_counter()
-    epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
-    iterations = None if epochs is not None else int(cfg["train"]["iterations"])
-    runs = run_tags(cfg["method"], scenarios)
+    epochs, iterations = _task_length(cfg)
+    runs = run_tags(cfg.method, scenarios)
     out: dict[str, Any] = {"seed": seed, "scenarios": {}, "train_log": {}, "identity": {}}
     for scen_list, tag in runs:
         ckpt = None
@@ -301,7 +317,7 @@ def run_seed(
             for flag in ("compile", "compile_options", "autocast_dtype"):
                 if flag in learner_kwargs:
                     setattr(learner, flag, learner_kwargs[flag])
-            if cfg.get("augment"):  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
+            if cfg.augment is not None:  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
                 learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks),
                                                            device)
         else:
@@ -320,7 +336,7 @@ def run_seed(
 
 
 def run_seeds_parallel(
-    cfg: dict,
+    cfg: Config,
     bench: Any,
     seeds: Sequence[int],
     scenarios: Sequence[str] = SCENARIOS,
@@ -336,13 +352,13 @@ def run_seeds_parallel(
     """
     from ..ensemble import SeedEnsemble
 
-    if not is_hnet_method(cfg["method"]):
-        raise ValueError(f"--parallel-seeds trains hypernetworks; {cfg['method']!r} is a baseline")
+    cfg = _run_config(cfg)
+    if not is_hnet_method(cfg.method):
+        raise ValueError(f"--parallel-seeds trains hypernetworks; {cfg.method!r} is a baseline")
     scenarios = [check_scenario(s) for s in scenarios]
     t0 = time.perf_counter()
-    epochs = int(cfg["train"]["epochs"]) if "epochs" in cfg["train"] else None
-    iterations = None if epochs is not None else int(cfg["train"]["iterations"])
-    tag = run_tags(cfg["method"], scenarios)[0][1]
+    epochs, iterations = _task_length(cfg)
+    tag = run_tags(cfg.method, scenarios)[0][1]
     ckpts = {seed: (checkpoint_path(cfg, tag, seed, checkpoint_dir) if checkpoint_dir is not None else None)
              for seed in seeds}
     resuming = resume and all(c is not None and c.exists() for c in ckpts.values())

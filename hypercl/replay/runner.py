@@ -14,14 +14,14 @@ Hyper-parameters and their sources: ``docs/replay.md``.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
+from ..config import ReplayRunConfig, as_config
 from ..direct import DirectWeights
 from ..hypernetwork import HyperNetwork
 from ..models import mlp
@@ -224,38 +224,48 @@ def replay_method_config(benchmark: str, method: str, quick: bool = False, **ove
 
 
 # ----------------------------------------------------------------------------------------------------------- build
-def build_replay_model(cfg: dict, bench: Any, seed: int, device: Any = "cpu", progress: bool = False) -> Any:
+def _replay_config(cfg: Union[ReplayRunConfig, Mapping[str, Any]]) -> ReplayRunConfig:
+    run = as_config(cfg)
+    if not isinstance(run, ReplayRunConfig):
+        raise ValueError(f"{run.method!r} is not a replay method; valid: {REPLAY_METHODS}")
+    return run
+
+
+def build_replay_model(cfg: Union[ReplayRunConfig, Mapping[str, Any]], bench: Any, seed: int, device: Any = "cpu",
+                       progress: bool = False) -> Any:
     """The replay model of a config: a :class:`VAELearner` (hypernetwork), a :class:`PlainReplay` or ``None``."""
-    r = cfg["replay"]
+    r = _replay_config(cfg).replay
     if r is None:
         return None
     torch.manual_seed(seed)
-    model = vae(int(bench.input_dim), **r["vae"])
-    tr = r["train"]
-    if r["kind"] == "plain":
-        return PlainReplay(model, lr=tr["lr"], optimizer=tr["optimizer"], batch_size=tr["batch_size"],
+    model = vae(int(bench.input_dim), **r.vae.to_json())
+    tr = r.training
+    if r.kind == "plain":
+        return PlainReplay(model, lr=tr.lr, optimizer=tr.optimizer, batch_size=tr.batch_size,
                            device=device, seed=seed, progress=progress)
-    h = dict(r["hypernetwork"])
-    hnet = HyperNetwork(wrap_vae_decoder(model), generator=h.pop("generator"), **h)
-    return VAELearner(hnet, strategy=r["strategy"]["name"], strategy_kwargs=r["strategy"]["kwargs"],
-                      optimizer=tr["optimizer"], lr=tr["lr"], batch_size=tr["batch_size"], device=device,
+    if r.hypernetwork is None or r.strategy is None:
+        raise ValueError("a hypernetwork replay model needs 'hypernetwork' and 'strategy' entries in its config")
+    hnet = HyperNetwork(wrap_vae_decoder(model), generator=r.hypernetwork.generator, **r.hypernetwork.kwargs())
+    return VAELearner(hnet, strategy=r.strategy.name, strategy_kwargs=r.strategy.kwargs_for(None),
+                      optimizer=tr.optimizer, lr=tr.lr, batch_size=tr.batch_size, device=device,
                       seed=seed, progress=progress)
 
 
-def build_replay_classifier(cfg: dict, bench: Any, scenario: str, seed: int, device: Any = "cpu",
-                            progress: bool = False) -> ReplayClassifier:
+def build_replay_classifier(cfg: Union[ReplayRunConfig, Mapping[str, Any]], bench: Any, scenario: str, seed: int,
+                            device: Any = "cpu", progress: bool = False) -> ReplayClassifier:
     """The plain classifier of one scenario (CL2: ``classes_per_task`` outputs, else ``total_classes``)."""
+    run = _replay_config(cfg)
     torch.manual_seed(seed)
-    c, tr = cfg["classifier"], cfg["train"]
+    c, tr = run.classifier, run.training
     out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
-    model = mlp(int(bench.input_dim), c["hidden"], out, c["activation"])
-    return ReplayClassifier(DirectWeights(model), strategy="none", scenario=scenario, optimizer=tr["optimizer"],
-                            lr=tr["lr"], batch_size=tr["batch_size"], device=device, seed=seed, progress=progress,
-                            **cfg["distill"])
+    model = mlp(int(bench.input_dim), list(c.hidden), out, c.activation)
+    return ReplayClassifier(DirectWeights(model), strategy="none", scenario=scenario, optimizer=tr.optimizer,
+                            lr=tr.lr, batch_size=tr.batch_size, device=device, seed=seed, progress=progress,
+                            **run.distill.to_json())
 
 
 # ----------------------------------------------------------------------------------------------------- checkpoint
-def _checkpoint_state(cfg: dict, seed: int, next_task: int, replay: Any, classifiers: dict) -> dict:
+def _checkpoint_state(cfg: ReplayRunConfig, seed: int, next_task: int, replay: Any, classifiers: dict) -> dict:
     clf_states = {}
     for s, clf in classifiers.items():
         st = clf.state()
@@ -266,18 +276,18 @@ def _checkpoint_state(cfg: dict, seed: int, next_task: int, replay: Any, classif
         rep = replay.replay_state()
         if "learner" in rep:
             rep["learner"]["optimizer_state"] = None
-    return {"format": FORMAT, "version": VERSION, "kind": "replay_run", "config": json.loads(json.dumps(cfg)),
+    return {"format": FORMAT, "version": VERSION, "kind": "replay_run", "config": cfg.to_json(),
             "seed": int(seed), "next_task": int(next_task), "replay": rep, "classifiers": clf_states,
             "torch_rng": torch.get_rng_state()}
 
 
-def _restore(path: Path, cfg: dict, seed: int, replay: Any, classifiers: dict) -> int:
+def _restore(path: Path, cfg: ReplayRunConfig, seed: int, replay: Any, classifiers: dict) -> int:
     from ..learner_checkpoint import restore_learner
 
     state = load_checkpoint(path, map_location="cpu")
     if state.get("kind") != "replay_run":
         raise CheckpointError(f"{path} is not a replay-run checkpoint")
-    if state["config"] != json.loads(json.dumps(cfg)) or int(state["seed"]) != int(seed):
+    if state["config"] != cfg.to_json() or int(state["seed"]) != int(seed):
         raise CheckpointError(f"{path} was written with another configuration or seed; remove it or drop --resume")
     missing = [s for s in classifiers if s not in state["classifiers"]]
     if missing:
@@ -291,7 +301,7 @@ def _restore(path: Path, cfg: dict, seed: int, replay: Any, classifiers: dict) -
 
 
 # ------------------------------------------------------------------------------------------------------------ run
-def _params(cfg: dict, replay: Any, classifiers: dict) -> dict:
+def _params(replay: Any, classifiers: dict) -> dict:
     clf = next(iter(classifiers.values()))
     clf_params = clf.hnet.num_params
     if replay is None:
@@ -305,7 +315,7 @@ def _params(cfg: dict, replay: Any, classifiers: dict) -> dict:
 
 
 def run_replay_seed(
-    cfg: dict,
+    cfg: Union[ReplayRunConfig, Mapping[str, Any]],
     bench: Any,
     seed: int,
     scenarios: Sequence[str] = SCENARIOS,
@@ -327,10 +337,9 @@ def run_replay_seed(
     scenarios = [check_scenario(s) for s in scenarios]
     if not scenarios:
         raise ValueError("give at least one scenario")
-    if not is_replay_method(cfg.get("method", "")):
-        raise ValueError(f"{cfg.get('method')!r} is not a replay method; valid: {REPLAY_METHODS}")
+    cfg = _replay_config(cfg)
     t0 = time.perf_counter()
-    method, bname = cfg["method"], cfg["benchmark"]["name"]
+    method, bname = cfg.method, cfg.benchmark.name
     replay = build_replay_model(cfg, bench, seed, device, progress)
     classifiers = {s: build_replay_classifier(cfg, bench, s, seed, device, progress) for s in scenarios}
     torch.manual_seed(seed)
@@ -338,7 +347,9 @@ def run_replay_seed(
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         start = _restore(ckpt, cfg, seed, replay, classifiers)
-    iterations = int(cfg["train"]["iterations"])
+    if cfg.training.iterations is None:
+        raise ValueError("a replay run trains by iterations; its config gives none")
+    iterations = int(cfg.training.iterations)
     num_tasks = bench.num_tasks
     for t in range(start, num_tasks):
         sampler = replay.sampler() if replay is not None and replay.learned_tasks else None
@@ -347,8 +358,9 @@ def run_replay_seed(
             clf.fit_task(t, bench.tasks[t], iterations=iterations, sampler=sampler)
             clf.evaluate(bench.tasks, scenarios=[s])
         del sampler
-        if replay is not None and (t < num_tasks - 1 or cfg["replay"]["train_last_task"]):
-            replay.learn(t, bench.tasks[t].x_train, iterations=int(cfg["replay"]["train"]["iterations"]))
+        rcfg = cfg.replay
+        if replay is not None and rcfg is not None and (t < num_tasks - 1 or rcfg.train_last_task):
+            replay.learn(t, bench.tasks[t].x_train, iterations=int(rcfg.training.iterations or 0))
         if ckpt is not None:
             atomic_save(_checkpoint_state(cfg, seed, t + 1, replay, classifiers), ckpt)
         if on_task is not None:
@@ -359,14 +371,14 @@ def run_replay_seed(
         out["train_log"][s] = {str(k): v for k, v in classifiers[s].train_log.items()}
     if replay is not None:
         out["train_log"]["replay"] = {str(k): v for k, v in replay.train_log.items()}
-    out["params"] = _params(cfg, replay, classifiers)
+    out["params"] = _params(replay, classifiers)
     png = None
     if samples_path is None and checkpoint_dir is not None:
         samples_path = Path(checkpoint_dir).parent / f"{bname}_{method}_samples_seed{seed}.png"
     if samples_path is not None and replay is not None and replay.learned_tasks:
-        g = cfg.get("sample_grid", {})
+        g = cfg.sample_grid
         written = write_sample_grid(
-            replay, samples_path, per_task=int(g.get("per_task", 10)), seed=int(g.get("seed", 0)),
+            replay, samples_path, per_task=int(g.per_task), seed=int(g.seed),
             permutations=getattr(bench, "permutations", None),
             title=f"{method} on {bname}, seed {seed}: replayed samples after the last task (fixed latents)",
         )
