@@ -23,7 +23,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 __all__ = [
     "PROTOCOL_VERSION", "ConfigError", "FrozenMap", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig",
-    "StrategyConfig", "TrainingConfig", "AugmentConfig", "ValidationConfig", "RunConfig", "ClassifierConfig",
+    "StrategyConfig", "TrainingConfig", "AugmentConfig", "ValidationConfig", "EvaluationConfig", "RunConfig",
+    "ClassifierConfig",
     "VAEConfig", "ReplayModelConfig", "DistillConfig", "SampleGridConfig", "ReplayRunConfig", "AnyRunConfig",
     "config_hash", "canonical_json", "config_from_json", "as_config",
 ]
@@ -298,6 +299,20 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How CL2/CL3 are evaluated: the task-inference criterion (:mod:`hypercl.task_inference`; ``None``: entropy)."""
+
+    task_inference: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self, ("task_inference",))
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "EvaluationConfig":
+        return cls(**_take(dict(d), "evaluation", ("task_inference",)))
+
+
+@dataclass(frozen=True)
 class ValidationConfig:
     """Evaluation on a held-out validation split: ``size_per_task`` training samples per task carved with
     ``split_seed``, and the ``calibration`` fitted on it (``scripts/fidelity.py``'s calibrated rows)."""
@@ -330,6 +345,8 @@ class RunConfig:
     augment: Optional[AugmentConfig] = None
     #: a held-out validation split with calibration (``None``: none)
     validation: Optional[ValidationConfig] = None
+    #: the CL2/CL3 task-inference criterion (``None``: entropy)
+    evaluation: Optional[EvaluationConfig] = None
     #: the protocol version; ``None`` only for a config read from JSON that had none
     protocol: Optional[int] = PROTOCOL_VERSION
 
@@ -346,6 +363,8 @@ class RunConfig:
         d["strategy"] = self.strategy.to_json()
         if self.validation is not None:
             d["validation"] = self.validation.to_json()
+        if self.evaluation is not None:
+            d["evaluation"] = self.evaluation.to_json()
         if self.protocol is not None:
             d["protocol"] = self.protocol
         return d
@@ -359,7 +378,8 @@ class RunConfig:
         """The config of a JSON object (a results file's ``"config"``); unknown or missing entries raise
         :class:`ConfigError` naming them."""
         d = _take(dict(d), "config", ("benchmark", "method", "target", "train", "quick", "augment", "hypernetwork",
-                                      "output_layout", "strategy", "validation", "protocol"))
+                                      "output_layout", "strategy", "validation", "evaluation",
+                                      "protocol"))
         missing = [k for k in ("benchmark", "method", "target", "train", "strategy") if k not in d]
         if missing:
             raise ConfigError(f"the config lacks {missing}; it is not a hypercl run configuration (a replay run's "
@@ -374,6 +394,7 @@ class RunConfig:
                    output_layout=d.get("output_layout"), quick=bool(d.get("quick", False)),
                    augment=AugmentConfig.from_json(d["augment"]) if d.get("augment") else None,
                    validation=ValidationConfig.from_json(d["validation"]) if d.get("validation") else None,
+                   evaluation=EvaluationConfig.from_json(d["evaluation"]) if d.get("evaluation") else None,
                    protocol=int(d["protocol"]) if versioned else None)
 
     def to_dict(self) -> dict[str, Any]:

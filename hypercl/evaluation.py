@@ -3,12 +3,14 @@ accuracy matrix with its summaries (final average, during, backward transfer).""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from .batches import TaskSource
-from .scenarios import check_scenario, evaluate_task, row_temperatures
+from .scenarios import HeadLayout, check_scenario, evaluate_task, row_temperatures
 from .task_inference import confusion_matrix, get_criterion, make_candidates
 
 __all__ = ["Evaluation", "accuracy_summary"]
@@ -20,6 +22,18 @@ class Evaluation:
     Needs the learner's ``hnet``, ``target``, ``device``, ``heads``, ``task_conditioned``, ``task_buffers``,
     ``learned_tasks``, ``eval_batch_size``, ``scenario``, ``history`` and ``_source``.
     """
+
+    hnet: Any
+    target: Any
+    device: torch.device
+    heads: HeadLayout
+    task_conditioned: bool
+    task_buffers: dict[int, OrderedDict[str, torch.Tensor]]
+    learned_tasks: list[int]
+    eval_batch_size: int
+    scenario: str
+    history: dict[str, list[dict]]
+    _source: Callable[..., TaskSource]
 
     def _task_test_sets(self, tasks_data: Any) -> dict[int, TaskSource]:
         if isinstance(tasks_data, Mapping):
@@ -80,8 +94,9 @@ class Evaluation:
         was_training = self.target.training
         self.target.eval()
         self.hnet.eval()
-        infer = None
+        infer: Optional[Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]] = None
         inferred: dict[int, list] = {}
+        logits_of: Callable[[Any], torch.Tensor]
         try:
             if self.task_conditioned:
                 bufs = None
@@ -92,13 +107,12 @@ class Evaluation:
                                         bufs, temps)
                 logits_of = cands.logits
 
-                def infer(logits: torch.Tensor, mask: torch.Tensor, xb: Any) -> torch.Tensor:
+                def infer_tasks(logits: torch.Tensor, mask: torch.Tensor, xb: Any) -> torch.Tensor:
                     return criterion.infer(logits, mask, xb, cands)
-            else:
-                single = self.hnet(learned[-1])
 
-                def logits_of(xb: Any) -> torch.Tensor:
-                    return self.target(single, xb)
+                infer = infer_tasks
+            else:
+                logits_of = partial(self.target, self.hnet(learned[-1]))
             out: dict[str, dict] = {s: {"accuracy": {}, "task_inference": {}} for s in scen}
             for task, src in sets.items():
                 k = self.heads.num_classes[task]

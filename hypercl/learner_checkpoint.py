@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, cast
 
 import torch
 from torch import nn
@@ -35,6 +35,30 @@ def register_weight_source(kind: str, cls: Callable[[nn.Module], Any]) -> None:
 
 class Checkpointing:
     """Mixin of :class:`~hypercl.ContinualLearner`: :meth:`state`, :meth:`save` and the classmethod :meth:`load`."""
+
+    hnet: Any
+    target: Any
+    device: torch.device
+    heads: Any
+    task_buffers: dict[int, OrderedDict[str, torch.Tensor]]
+    strategy: Strategy
+    scenario: str
+    optimizer_name: str
+    lr: float
+    optimizer_kwargs: dict[str, Any]
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    check_every: int
+    compile: bool
+    compile_options: dict[str, Any]
+    autocast_dtype: Optional[torch.dtype]
+    optimizer: Optional[torch.optim.Optimizer]
+    learned_tasks: list[int]
+    history: dict[str, list[dict]]
+    train_log: dict[int, dict]
+    rng: torch.Generator
+    make_task_optimizer: Callable[[], torch.optim.Optimizer]
 
     def state(self) -> dict:
         """Everything needed to go on, as plain data (see :meth:`save`)."""
@@ -139,7 +163,7 @@ class Checkpointing:
             raise CheckpointError(f"{path} does not fit this model: {e}") from e
         cfg = state["learner"]
         st = strategy or get_strategy(state["strategy"]["name"], **state["strategy"]["config"])
-        learner = cls(
+        learner = cast(Any, cls)(
             hnet, strategy=st, scenario=cfg["scenario"], optimizer=cfg["optimizer"], lr=cfg["lr"],
             optimizer_kwargs=cfg["optimizer_kwargs"], output_layout=cfg["output_layout"],
             batch_size=cfg["batch_size"], eval_batch_size=cfg["eval_batch_size"], device=device,

@@ -1,5 +1,5 @@
 """The typed run configuration: identities and fingerprints equal those of the dict-based code it replaced (a pinned
-copy in ``pinned_config_a64c6d8.py``), exact JSON round trips for every method and benchmark, and fingerprints that change
+copy in ``pinned_config_cadfb9d.py``), exact JSON round trips for every method and benchmark, and fingerprints that change
 exactly when a field changes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pinned_config_a64c6d8 as old
+import pinned_config_cadfb9d as old
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -32,6 +32,7 @@ OVERRIDES: list[dict[str, Any]] = [
     {"max_train_per_task": 50, "max_test_per_task": 20}, {"val_size": 10}, {"hnet_init": "target_scale"},
     {"grow_new_task": "fresh"}, {"fisher_samples": 3}, {"verify": False}, {"hidden_size": 8},
     {"strategy_kwargs": {"beta": 0.3}}, {"reg_tasks_per_step": 2}, {"reg_targets": "online"},
+    {"task_inference": "energy"}, {"task_inference": "entropy"},
 ]
 CIFAR_OVERRIDES: list[dict[str, Any]] = [{"epochs": 2}, {"resnet_depth": 8, "resnet_widths": [4, 4, 4]},
                                          {"augment": False}]

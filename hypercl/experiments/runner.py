@@ -134,9 +134,11 @@ def val_summary(rows: list) -> dict:
     return out
 
 
-def task_inference_of(cfg: dict) -> Optional[str]:
+def task_inference_of(cfg: Config) -> Optional[str]:
     """The CL2/CL3 task-inference criterion of a run (``hypercl run --task-inference``; ``None``: entropy)."""
-    return (cfg.get("evaluation") or {}).get("task_inference")
+    run = as_config(cfg)
+    evaluation = run.evaluation if isinstance(run, RunConfig) else None
+    return evaluation.task_inference if evaluation is not None else None
 
 
 def is_hnet_method(method: str) -> bool:

@@ -1,8 +1,8 @@
-"""A pinned copy of the configuration code as of commit a64c6d8 (before the typed run configuration): the config
+"""A pinned copy of the configuration code as of commit cadfb9d (before the typed run configuration): the config
 builders, the old ``RunConfig`` (dict round trip and fingerprint) and ``scripts/fidelity.py``'s ``variant_config`` /
 ``identity``. The fingerprint-stability tests compare today's code against these; never edit them.
 
-Copied verbatim (``git show a64c6d8:<path>``); the published-default tables are imported from the package.
+Copied verbatim (``git show cadfb9d:<path>``); the published-default tables are imported from the package.
 """
 # ruff: noqa
 from __future__ import annotations
@@ -274,7 +274,6 @@ def identity_diff(old: dict, new: dict) -> list[str]:
 def asdict(cfg: RunConfig) -> dict:  # pragma: no cover - convenience
     return dataclasses.asdict(cfg)
 
-
 # ---------------------------------------------------------------- hypercl/experiments/configs.py
 def _baseline_kwargs(benchmark: str, method: str) -> dict[str, dict[str, Any]]:
     """van de Ven & Tolias 2019's per-scenario hyper-parameters of a baseline (see hypercl.baselines)."""
@@ -382,13 +381,15 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
             if cfg["strategy"]["name"] in ("hnet", "iwr"):
                 name = "targets" if key == "reg_targets" else key
                 cfg["strategy"]["kwargs"][name] = value if key == "reg_targets" else int(value)
+        elif key == "task_inference":  # CL2/CL3 criterion (hypercl.task_inference): in the identity only when set
+            if "hypernetwork" in cfg and value != "entropy":
+                cfg.setdefault("evaluation", {})["task_inference"] = str(value)
         elif key == "augment":
             if not value:
                 cfg.pop("augment", None)
         else:
             raise ValueError(f"unknown override {key!r}")
     return cfg
-
 
 # ---------------------------------------------------------------- hypercl/replay/runner.py
 _TRAIN_KEYS = ("iterations", "batch_size", "lr")
