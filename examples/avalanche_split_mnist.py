@@ -135,7 +135,8 @@ def summarize(out: Path) -> dict:
         r = json.loads(f.read_text())
         rows.setdefault((r["scenario"], r["method"]), []).append(r)
     summary = []
-    for (scenario, method), runs in sorted(rows.items()):
+    for (scenario, method), runs in sorted(rows.items(), key=lambda kv: (list(SCENARIOS).index(kv[0][0]),
+                                                                    METHODS.index(kv[0][1]))):
         entry: dict = {"scenario": scenario, "method": method, "n": len(runs), "seeds": [r["seed"] for r in runs]}
         for key in ("final_average", "forgetting", "wall_s"):
             vals = [float(r[key]) for r in runs if r[key] is not None]
@@ -145,9 +146,30 @@ def summarize(out: Path) -> dict:
             entry[key] = {"mean": statistics.fmean(vals), "std": sd, "se": sd / math.sqrt(len(vals))}
         summary.append(entry)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(markdown(summary))
     with contextlib.suppress(ImportError):  # matplotlib (the plot extra) missing: the JSON is enough
         plot(summary, out / "summary.png")
     return {"rows": summary}
+
+
+def markdown(summary: list) -> str:
+    """The docs table: final average accuracy and forgetting (%), mean ± sample std (SE) over n seeds, wall time."""
+
+    def cell(st: Optional[dict]) -> str:
+        if not st:
+            return "—"
+        if math.isnan(st["std"]):
+            return f"{100 * st['mean']:.2f}"
+        return f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f} ({100 * st['se']:.2f})"
+
+    lines = ["| scenario | method | n | seeds | final average accuracy (%) | forgetting (%) | wall s per run |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary:
+        wall = r["wall_s"]["mean"]
+        lines.append(f"| {r['scenario']}-incremental | {r['method']} | {r['n']} | "
+                     f"{','.join(map(str, r['seeds']))} | {cell(r.get('final_average'))} | "
+                     f"{cell(r.get('forgetting'))} | {wall:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(summary: list, path: Path) -> None:
