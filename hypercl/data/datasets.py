@@ -94,6 +94,11 @@ class DatasetView:
         return f"DatasetView({type(self.dataset).__name__}, shape={tuple(self.shape)}, device={self.device})"
 
 
+def _lazy(view: DatasetView) -> Any:
+    """A view where TaskData types its inputs as a tensor: the learner indexes both alike (``hypercl.batches``)."""
+    return view
+
+
 class DatasetBenchmark(Benchmark):
     """A benchmark whose tasks read a map-style dataset lazily (:func:`split_dataset`, :func:`permuted_dataset`)."""
 
@@ -152,6 +157,6 @@ def permuted_dataset(train: Any, test: Any, num_tasks: int = 10, seed: int = 0, 
     for t in range(num_tasks):
         perm = torch.arange(dim) if (t == 0 and first_identity) else task_permutation(seed, t, dim)
         tasks.append(TaskData(name=f"{name}/{t}", num_classes=k, class_offset=t * k,
-                              x_train=DatasetView(train, torch.arange(len(y_train)), perm), y_train=y_train,
-                              x_test=DatasetView(test, torch.arange(len(y_test)), perm), y_test=y_test))
+                              x_train=_lazy(DatasetView(train, torch.arange(len(y_train)), perm)), y_train=y_train,
+                              x_test=_lazy(DatasetView(test, torch.arange(len(y_test)), perm)), y_test=y_test))
     return DatasetBenchmark(name, tasks, k)
