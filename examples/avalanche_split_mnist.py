@@ -186,7 +186,9 @@ def plot(summary: list, path: Path) -> None:
                yerr=[0 if math.isnan(r["final_average"]["se"]) else r["final_average"]["se"] for r in rows],
                color=["tab:blue" if n in HYPERCL else "tab:gray" for n in names])
         ax.set_ylim(0, 1)
-        ax.set_title(f"SplitMNIST, {scenario}-incremental (n = {min((r['n'] for r in rows), default=0)}+ seeds)")
+        for i, r in enumerate(rows):  # each bar's number of seeds
+            ax.text(i, 0.02, f"n={r['n']}", ha="center", color="white")
+        ax.set_title(f"SplitMNIST, {scenario}-incremental (Avalanche metrics; mean ± SE)")
         ax.set_ylabel("final average accuracy (Avalanche)")
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()

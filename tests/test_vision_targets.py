@@ -94,3 +94,20 @@ def test_resnet18_through_every_method(method):
         learner.fit_task(t, d, iterations=2)
     res = learner.evaluate(data, scenarios=["cl1", "cl2", "cl3"])
     assert set(res["cl3"]["accuracy"]) == {0, 1}
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "ewc", "si"])
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "vit"])
+def test_vision_models_under_the_baselines(arch, strategy):
+    """The plain-network baselines (one shared weight set) on the same models, every scenario."""
+    size = 32 if arch == "mobilenet_v3_small" else 16
+    data = tasks(size)
+    for scenario in ("cl1", "cl3"):
+        model = tv_models.mobilenet_v3_small(num_classes=4) if arch == "mobilenet_v3_small" else tiny_vit(4)
+        skw = {"fisher_samples": 4} if strategy == "ewc" else {}
+        learner = hypercl.ContinualLearner(hypercl.DirectWeights(model), strategy=strategy, strategy_kwargs=skw,
+                                           scenario=scenario, batch_size=4, eval_batch_size=6)
+        for t, d in enumerate(data):
+            learner.fit_task(t, d, iterations=2)
+        res = learner.evaluate(data)
+        assert set(res[scenario]["accuracy"]) == {0, 1}
