@@ -1,7 +1,7 @@
 """hypercl's hypernetwork methods as an Avalanche 0.6 strategy: ``from hypercl.avalanche import HyperCLStrategy``.
 
 :class:`HyperCLStrategy` subclasses Avalanche's ``SupervisedTemplate``
-(``avalanche/training/templates/common_templates.py:28-145`` of ContinualAI/avalanche v0.6.0) and keeps its loop:
+(``avalanche/training/templates/common_templates.py:30-141`` of ContinualAI/avalanche v0.6.0) and keeps its loop:
 ``train(experience)`` runs ``_before_training_exp`` → epochs of ``training_epoch`` (the template's own loop,
 ``training/templates/update_type/sgd_update.py:13-46``) → ``_after_training_exp``; ``eval(stream)`` runs the
 template's ``eval_epoch`` (``training/templates/base_sgd.py:267-278``). It overrides only the pieces that loop calls:
