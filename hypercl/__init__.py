@@ -1,16 +1,16 @@
 """hypercl: continual learning with hypernetworks (LSTM_NET, HNET, IWR, GROW) for any PyTorch module."""
 
+from . import baselines  # noqa: F401 (registers the strategy names finetune, ewc, online_ewc, si)
+from .checkpoint import CheckpointError
 from .chunking import ChunkPlan
+from .direct import DirectWeights
 from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenerator, MLPGenerator, RecurrentGenerator
 from .hypernetwork import HyperNetwork
-from .target import FunctionalTarget, wrap
-from .direct import DirectWeights
 from .independent import IndependentWeights
-from .checkpoint import CheckpointError
 from .learner import ContinualLearner, NonFiniteLossError
 from .scenarios import SCENARIOS
 from .strategies import Grow, HNETRegularizer, IWRegularizer, NoRegularizer, Strategy, get_strategy
-from . import baselines  # noqa: F401 (registers the strategy names finetune, ewc, online_ewc, si)
+from .target import FunctionalTarget, wrap
 
 __version__ = "0.1.0"
 

@@ -112,7 +112,7 @@ class HyperCLModel(nn.Module):
             tasks.append(self.current)
         return tasks
 
-    def train(self, mode: bool = True) -> "HyperCLModel":
+    def train(self, mode: bool = True) -> HyperCLModel:
         super().train(mode)
         self.learner.target.train(mode)  # the target module is not a submodule: its BatchNorm/Dropout mode follows
         if mode:
@@ -434,7 +434,7 @@ class HyperCLStrategy(SupervisedTemplate):
     @classmethod
     def load(cls, path: Union[str, os.PathLike], model: nn.Module, *, train_mb_size: int = 128,
              eval_mb_size: int = 256, device: Union[str, torch.device] = "cpu", plugins: Optional[Sequence[Any]] = None,
-             evaluator: Any = default_evaluator, eval_every: int = -1, **kwargs: Any) -> "HyperCLStrategy":
+             evaluator: Any = default_evaluator, eval_every: int = -1, **kwargs: Any) -> HyperCLStrategy:
         """A strategy that goes on from a checkpoint of :meth:`save`; ``model`` is a fresh instance of the target's
         architecture; the Avalanche-side objects (plugins, evaluator) are given anew."""
         state = load_checkpoint(path, map_location="cpu")

@@ -125,7 +125,7 @@ def whole_output(out: Any) -> Any:
     return out
 
 
-def pick_logits(out: Any, output: Union[None, str, Callable[[Any], Any]] = None, model: str = "the model") -> Any:
+def pick_logits(out: Any, output: Union[str, Callable[[Any], Any], None] = None, model: str = "the model") -> Any:
     """The logits in a model's output.
 
     ``output``: a callable (``output(out)``), an attribute or key name, or ``None`` (default: a tensor as it is,
@@ -210,6 +210,12 @@ class TaskSource:
     num_classes: Optional[int] = None  # the data's own count (a benchmark task's), when it has one
     labels: bool = True  # whether ``y`` are class indices (checked); False for a VAE's targets (its inputs)
 
+    def batch_iterable(self) -> Iterable:
+        """The iterable of batches (the data is not in memory)."""
+        if self.batches is None:
+            raise DataError(f"task {self.task}: neither (X, Y) in memory nor an iterable of batches")
+        return self.batches
+
     @property
     def in_memory(self) -> bool:
         return self.pair is not None
@@ -218,7 +224,7 @@ class TaskSource:
         if self.pair is not None:
             return len(self.pair[1])
         try:
-            return len(self.batches)
+            return len(self.batch_iterable())  # type: ignore[arg-type]  # TypeError below if unsized
         except TypeError:
             raise DataError(f"task {self.task}: epochs= needs data with a length; give iterations= for a plain "
                             "iterable") from None
@@ -235,10 +241,11 @@ class TaskSource:
             y = self.pair[1]
             source = "its labels"
         else:
-            if iter(self.batches) is self.batches:
+            batches = self.batch_iterable()
+            if iter(batches) is batches:
                 raise DataError(f"task {self.task}: the data is a one-pass iterator; pass num_classes= to fit_task "
                                 "(or give a DataLoader / list of batches, whose first batch the count is read from)")
-            first = next(iter(self.batches), None)
+            first = next(iter(batches), None)
             if first is None:
                 raise DataError(f"task {self.task}: the data iterable yielded no batches")
             y = split_batch(first, self.task)[1]
@@ -298,7 +305,7 @@ class TaskSource:
             for i in range(0, n, step):
                 yield inputs_to(slice_inputs(x, i, min(i + step, n)), device), y[i : min(i + step, n)].to(device)
             return
-        for batch in self.batches:
+        for batch in self.batch_iterable():
             if limit is not None and seen >= limit:
                 return
             xb, yb = split_batch(batch, self.task)

@@ -11,6 +11,7 @@ import platform
 import statistics
 import time
 import warnings
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
@@ -117,7 +118,7 @@ def _batch(benchmark: str, batch: int, k: int, device: torch.device) -> tuple[to
 def _plain_step_fn(learner: ContinualLearner, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     """The floor: a plain training step of the same target network (Adam on its own weights) on the same batch."""
     model = learner.target.module
-    own = [p for p in model.parameters()]
+    own = list(model.parameters())
     for p in own:
         p.requires_grad_(True)
     opt = torch.optim.Adam(own, lr=1e-3, fused=True)  # the same fused Adam the learner uses
@@ -141,7 +142,7 @@ def bench_training_steps(benchmark: str, task: int, device: torch.device, steps:
         t = task - 1
         x, y = _batch(benchmark, batch, learner.heads.num_classes[t], device)
         hnet = learner.hnet
-        old = [i for i in learner.learned_tasks]
+        old = list(learner.learned_tasks)
         regularised = bool(old) and hasattr(learner.strategy, "targets")
 
         def gen_new() -> None:
@@ -254,7 +255,7 @@ def bench_long_task_scaling(benchmark: str, device: torch.device, steps: int, wa
         fns: dict[str, Callable[[], Any]] = {}
         for T, learner in learners.items():
             x, y = _batch(benchmark, 128, learner.heads.num_classes[T - 1], device)
-            fns[str(T)] = (lambda lr=learner, t=T - 1, xx=x, yy=y: lr.train_step(t, xx, yy))
+            fns[str(T)] = partial(learner.train_step, T - 1, x, y)
         times = interleaved_times(fns, steps, warmup, device)
         ms = {k: statistics.median(v) for k, v in times.items()}
         for T, learner in learners.items():
@@ -314,12 +315,13 @@ def _print_long_scaling(rows: list[dict], header: str) -> None:
         if len(ts) >= 3:
             hi, mid = by[(label, ts[-1])], by[(label, ts[1])]
             print(f"{label}: step at T={ts[-1]} = {hi['step_ms'] / mid['step_ms']:.2f}x the step at T={ts[1]}"
-                  + (f"; held memory per added task {(hi['state_mb'] - by[(label, ts[0])]['state_mb']) / (ts[-1] - ts[0]):.2f} MB"
+                  + (f"; held memory per added task "
+                     f"{(hi['state_mb'] - by[(label, ts[0])]['state_mb']) / (ts[-1] - ts[0]):.2f} MB"
                      if "grow" in label else ""))
 
 
 #: bench_flags variants: name -> learner attributes
-FLAG_VARIANTS = {
+FLAG_VARIANTS: dict[str, dict[str, Any]] = {
     "off": {},
     "compile": {"compile": True},
     "bf16": {"autocast_dtype": torch.bfloat16},
@@ -404,7 +406,8 @@ def bench_recurrent_target(device: torch.device, steps: int, warmup: int, tasks:
         with torch.no_grad():
             target.batched(stacked, x)  # detects the missing batching rule once
         ms = interleaved_medians({"batched": lambda: target.batched(stacked, x), "one": lambda: target(one, x),
-                                  "mlp_batched": lambda: mlp.batched(mlp_stacked, x), "mlp_one": lambda: mlp(mlp_one, x),
+                                  "mlp_batched": lambda: mlp.batched(mlp_stacked, x),
+                                  "mlp_one": lambda: mlp(mlp_one, x),
                                   "fisher_loop": fisher(False), "fisher_vmap": fisher(True)},
                                  steps, warmup, device)
     return {"tasks": tasks, "batch": batch, "fallback": target.vmap_fallback_reason.get(
@@ -443,7 +446,7 @@ def bench_flags(device: torch.device, steps: int, warmup: int, task: int = 5, be
                 warnings.simplefilter("ignore", RuntimeWarning)  # the fallback warning: recorded below instead
                 learner.train_step(t, x, y)  # the first step compiles (forward and backward graphs)
             _sync(device)
-        except Exception as e:  # noqa: BLE001 - any failure of a variant is a result, not a crash
+        except Exception as e:
             errors[name] = _short_error(f"{type(e).__name__}: {e}")
             continue
         if learner.compile_error is not None:
@@ -451,7 +454,7 @@ def bench_flags(device: torch.device, steps: int, warmup: int, task: int = 5, be
             continue
         if learner.compile:
             compile_s[name] = time.perf_counter() - t0
-        fns[name] = (lambda lr=learner, xx=x, yy=y: lr.train_step(t, xx, yy))
+        fns[name] = partial(learner.train_step, t, x, y)
     ms = interleaved_medians(fns, steps, warmup, device) if fns else {}
     base = ms.get("off")
     rows = [{"variant": name, "compile": bool(FLAG_VARIANTS[name].get("compile", False)),
@@ -612,7 +615,8 @@ def main(args: Any) -> int:
     print(f"\nRecurrent target (LSTM, {rec['tasks']} weight sets, batch {rec['batch']}): vmap fallback "
           f"({rec['fallback']}): batched {rec['batched_fallback_ms']:.2f} ms = {rec['batched_over_one']:.2f}x one "
           f"weight set (vmapped MLP of {rec['mlp_params']} weights vs the LSTM's {rec['params']}: "
-          f"{rec['mlp_batched_ms']:.2f} ms = {rec['mlp_batched_over_one']:.2f}x one weight set); eq. 4 per-sample gradients of {rec['fisher_batch']} samples: loop {rec['fisher_loop_ms']:.2f} "
+          f"{rec['mlp_batched_ms']:.2f} ms = {rec['mlp_batched_over_one']:.2f}x one weight set); eq. 4 per-sample "
+          f"gradients of {rec['fisher_batch']} samples: loop {rec['fisher_loop_ms']:.2f} "
           f"ms vs vmap {rec['fisher_vmap_ms']:.2f} ms ({rec['fisher_loop_over_vmap']:.2f}x)")
     print("\nhypnettorch:", json.dumps(report["hypnettorch"]))
     _print_flags(report["flags"])

@@ -11,7 +11,8 @@ from typing import Any, Union
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_save", "atomic_write_text", "atomic_save_figure", "load_checkpoint", "FORMAT", "VERSION",
+__all__ = ["CheckpointError", "atomic_save", "atomic_write_text", "atomic_save_figure", "load_checkpoint", "FORMAT",
+           "VERSION",
            "payload_digest", "clean_stale_tmp"]
 
 FORMAT = "hypercl-checkpoint"
@@ -49,7 +50,7 @@ def _atomic(path: Union[str, os.PathLike], write: Any) -> Path:
 
 def clean_stale_tmp(folder: Union[str, os.PathLike]) -> list[Path]:
     """Remove the ``.NAME.PID.XXXX.tmp`` files in ``folder`` whose writing process is gone (a kill mid-write)."""
-    removed = []
+    removed: list[Path] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 __all__ = [
@@ -151,7 +151,7 @@ class BenchmarkConfig:
         return {"name": self.name, **self.options()}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "BenchmarkConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> BenchmarkConfig:
         d = _take(dict(d), "benchmark", ("name", *cls._OPTIONS, "val_size"))
         return cls(name=d.pop("name"), val_size=int(d.pop("val_size", 0) or 0), **d)
 
@@ -178,7 +178,7 @@ class TargetConfig:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "TargetConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> TargetConfig:
         d = _take(dict(d), "target", ("model", "hidden", "activation", "depth", "widths"))
         return cls(model=d.get("model", "mlp"), hidden=_freeze(d.get("hidden")), activation=d.get("activation"),
                    depth=d.get("depth"), widths=_freeze(d.get("widths")))
@@ -209,7 +209,7 @@ class HypernetworkConfig:
         return _json(self, self._ORDER)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], default_init: Optional[str] = None) -> "HypernetworkConfig":
+    def from_json(cls, d: Mapping[str, Any], default_init: Optional[str] = None) -> HypernetworkConfig:
         d = _take(dict(d), "hypernetwork", cls._ORDER)
         return cls(generator=d["generator"], chunk_size=int(d["chunk_size"]), hidden_size=_ints(d["hidden_size"]),
                    task_emb_dim=int(d["task_emb_dim"]), chunk_emb_dim=int(d["chunk_emb_dim"]),
@@ -222,7 +222,7 @@ class StrategyConfig:
     baselines, whose hyper-parameters differ between CL1, CL2 and CL3)."""
 
     name: str
-    kwargs: FrozenMap = FrozenMap()
+    kwargs: FrozenMap = field(default_factory=FrozenMap)
     per_scenario_kwargs: Optional[FrozenMap] = None
 
     @property
@@ -233,7 +233,7 @@ class StrategyConfig:
     def fisher_samples(self) -> Optional[int]:
         return self.kwargs.get("fisher_samples")
 
-    def with_kwargs(self, **changes: Any) -> "StrategyConfig":
+    def with_kwargs(self, **changes: Any) -> StrategyConfig:
         """A copy with some constructor keyword arguments set (an existing one keeps its place)."""
         return replace(self, kwargs=FrozenMap({**self.kwargs.to_json(), **changes}))
 
@@ -249,7 +249,7 @@ class StrategyConfig:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], keep_empty: bool = False) -> "StrategyConfig":
+    def from_json(cls, d: Mapping[str, Any], keep_empty: bool = False) -> StrategyConfig:
         """``keep_empty``: an empty ``per_scenario_kwargs`` stays in the JSON (else it is left out, as the
         protocol-versioned configs have always stored it)."""
         d = _take(dict(d), "strategy", ("name", "kwargs", "per_scenario_kwargs"))
@@ -276,7 +276,7 @@ class TrainingConfig:
         return _json(self, self._ORDER)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], where: str = "train") -> "TrainingConfig":
+    def from_json(cls, d: Mapping[str, Any], where: str = "train") -> TrainingConfig:
         d = _take(dict(d), where, cls._ORDER)
         return cls(optimizer=d["optimizer"], lr=float(d["lr"]), batch_size=int(d["batch_size"]),
                    iterations=d.get("iterations"), epochs=d.get("epochs"), eval_batch_size=d.get("eval_batch_size"))
@@ -294,7 +294,7 @@ class AugmentConfig:
         return _json(self, ("kind", "padding", "fill"))
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "AugmentConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> AugmentConfig:
         return cls(**_take(dict(d), "augment", ("kind", "padding", "fill")))
 
 
@@ -308,7 +308,7 @@ class EvaluationConfig:
         return _json(self, ("task_inference",))
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "EvaluationConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> EvaluationConfig:
         return cls(**_take(dict(d), "evaluation", ("task_inference",)))
 
 
@@ -325,7 +325,7 @@ class ValidationConfig:
         return _json(self, ("size_per_task", "split_seed", "calibration"))
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ValidationConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> ValidationConfig:
         return cls(**_take(dict(d), "validation", ("size_per_task", "split_seed", "calibration")))
 
 
@@ -374,7 +374,7 @@ class RunConfig:
         return config_hash(self.to_json())
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "RunConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
         """The config of a JSON object (a results file's ``"config"``); unknown or missing entries raise
         :class:`ConfigError` naming them."""
         d = _take(dict(d), "config", ("benchmark", "method", "target", "train", "quick", "augment", "hypernetwork",
@@ -403,17 +403,17 @@ class RunConfig:
         return self.to_json()
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         """Deprecated: :meth:`from_json` (which keeps an absent ``protocol`` absent; this reads it as the current
         one, as it always did)."""
         warnings.warn("RunConfig.from_dict is deprecated; use from_json", DeprecationWarning, stacklevel=2)
         return cls.from_json({"protocol": PROTOCOL_VERSION, **d})
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return replace(self, **changes)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Values that cannot run raise :class:`ConfigError` naming the option (before any data is loaded)."""
         tr = self.training
         if tr.iterations is not None and tr.iterations < 1:
@@ -463,7 +463,7 @@ class ClassifierConfig:
         return _json(self, ("hidden", "activation"))
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ClassifierConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> ClassifierConfig:
         d = _take(dict(d), "classifier", ("hidden", "activation"))
         return cls(hidden=_freeze(d["hidden"]), activation=d["activation"])
 
@@ -480,7 +480,7 @@ class VAEConfig:
         return _json(self, ("hidden", "latent_dim", "activation"))
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "VAEConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> VAEConfig:
         d = _take(dict(d), "replay.vae", ("hidden", "latent_dim", "activation"))
         return cls(hidden=_freeze(d["hidden"]), latent_dim=d["latent_dim"], activation=d["activation"])
 
@@ -507,7 +507,7 @@ class ReplayModelConfig:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ReplayModelConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> ReplayModelConfig:
         d = _take(dict(d), "replay", ("kind", "vae", "train", "train_last_task", "hypernetwork", "strategy"))
         h, s = d.get("hypernetwork"), d.get("strategy")
         return cls(kind=d["kind"], vae=VAEConfig.from_json(d["vae"]),
@@ -535,7 +535,7 @@ class DistillConfig:
         return _json(self, self._ORDER)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "DistillConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> DistillConfig:
         return cls(**_take(dict(d), "distill", cls._ORDER))
 
 
@@ -550,7 +550,7 @@ class SampleGridConfig:
         return {"per_task": self.per_task, "seed": self.seed}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "SampleGridConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> SampleGridConfig:
         return cls(**_take(dict(d), "sample_grid", ("per_task", "seed")))
 
 
@@ -585,7 +585,7 @@ class ReplayRunConfig:
         return config_hash(self.to_json())
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "ReplayRunConfig":
+    def from_json(cls, d: Mapping[str, Any]) -> ReplayRunConfig:
         d = _take(dict(d), "config", ("benchmark", "method", "setting", "quick", "classifier", "train", "replay",
                                       "distill", "sample_grid", "protocol"))
         r = d.get("replay")
@@ -597,7 +597,7 @@ class ReplayRunConfig:
                    setting=d.get("setting", "replay"),
                    protocol=int(d["protocol"]) if "protocol" in d else None)
 
-    def replace(self, **changes: Any) -> "ReplayRunConfig":
+    def replace(self, **changes: Any) -> ReplayRunConfig:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return replace(self, **changes)
 

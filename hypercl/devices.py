@@ -14,4 +14,5 @@ def device_name(dev: torch.device) -> str:
     """``"cuda (NVIDIA H100 ...)"`` or ``"cpu (x86_64, 16 cores, 4 threads)"``: what ran a job."""
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    cpu = platform.processor() or platform.machine()
+    return f"cpu ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"

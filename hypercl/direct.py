@@ -48,10 +48,10 @@ class DirectWeights(nn.Module):
         n = 1 if isinstance(task_ids, int) else len(task_ids)
         return self.weights.unsqueeze(0).expand(n, -1)
 
-    def generate(self, task_ids: Union[int, Sequence[int]]) -> "OrderedDict[str, torch.Tensor]":
+    def generate(self, task_ids: Union[int, Sequence[int]]) -> OrderedDict[str, torch.Tensor]:
         return self._target.unflatten(self.generate_flat(task_ids))
 
-    def forward(self, task_id: int) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, task_id: int) -> OrderedDict[str, torch.Tensor]:
         return self._target.unflatten(self.weights)
 
     @property
@@ -62,7 +62,7 @@ class DirectWeights(nn.Module):
     def compression_ratio(self) -> float:
         return 1.0
 
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         self._target.module._apply(fn)
         return self

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .batches import slice_inputs
+from .learner_fields import LearnerFields
 
 __all__ = [
     "DistributedContext",
@@ -240,7 +241,7 @@ class _TrainingObjective(nn.Module):
         return self.__dict__["learner"]._shard_objective(task_id, x, y, weight)
 
 
-class DataParallelSteps:
+class DataParallelSteps(LearnerFields):
     """Mixin of :class:`~hypercl.ContinualLearner`: its training step when ``distributed`` is set (see the module
     docstring). Needs the learner's ``distributed``, ``optimizer``, ``strategy``, ``hnet``, ``seed``,
     ``batch_size``, ``device``, ``task_buffers``, ``_ddp`` and ``_ddp_key``."""
@@ -254,11 +255,12 @@ class DataParallelSteps:
         # each rank's mean loss weighted by its share, so the average over the ranks is the global mean
         weight = 1.0 if (hi - lo) * ctx.world_size == n else (hi - lo) * ctx.world_size / n
         objective = self._distributed_objective(task_id)
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.task_optimizer()
+        optimizer.zero_grad(set_to_none=True)
         with self._compile_config():
             total = objective(task_id, slice_inputs(x, lo, hi), y[lo:hi], weight)
             total.backward()  # DistributedDataParallel averages the gradients over the ranks
-        self.optimizer.step()
+        optimizer.step()
         self.strategy.after_step(self, task_id)
         total = total.detach().clone()
         torch.distributed.all_reduce(total)
@@ -283,7 +285,7 @@ class DataParallelSteps:
         """The penalty at ``Θ_h + ΔΘ_h`` with the candidate step of the GLOBAL task-loss gradient: this rank's
         gradients (``autograd.grad``, outside DDP's reducer) are all-reduced and put where ``candidate_step`` reads
         them, then removed again so that the DDP backward starts from empty gradients."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        params = [p for g in self.task_optimizer().param_groups for p in g["params"] if p.requires_grad]
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
         used = [(p, g) for p, g in zip(params, grads) if g is not None]
         all_reduce_mean_([g for _, g in used])

@@ -121,7 +121,7 @@ class SeedEnsemble:
         self._rng_states = list(rng_states) if rng_states is not None else [torch.get_rng_state() for _ in members]
 
     @classmethod
-    def build(cls, make_learner: Callable[[int], ContinualLearner], seeds: Sequence[int]) -> "SeedEnsemble":
+    def build(cls, make_learner: Callable[[int], ContinualLearner], seeds: Sequence[int]) -> SeedEnsemble:
         """``make_learner(seed)`` for every seed (it must seed torch itself, as ``build_learner`` does)."""
         members, states = [], []
         for seed in seeds:
@@ -230,6 +230,8 @@ class SeedEnsemble:
             steps = candidate_step(optimizer)
             params = {n: (p + steps[p]) if p in steps else p for n, p in params.items()}
         current = self.generate_raw(params, buffers, list(st.old_ids))  # (S, T-1, padded)
+        if self._reg_targets is None:
+            raise RuntimeError("the ensemble's regulariser targets are stacked by begin_task(); begin the task first")
         targets, weights = self._reg_targets
         if isinstance(st, IWRegularizer):
             fn = lambda c, t, w: importance_weighted_regularizer(c, t, w, st.beta)  # noqa: E731
@@ -301,7 +303,7 @@ class SeedEnsemble:
         if (iterations is None) == (epochs is None):
             raise ValueError("give exactly one of iterations= or epochs=")
         bs = first.batch_size
-        steps = int(iterations) if iterations is not None else int(epochs) * first._steps_per_epoch(data, bs)
+        steps = int(iterations) if iterations is not None else int(epochs or 0) * first._steps_per_epoch(data, bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
         k = first._infer_num_classes(data, num_classes, task_id)

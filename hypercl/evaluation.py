@@ -3,37 +3,25 @@ accuracy matrix with its summaries (final average, during, backward transfer).""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from .batches import TaskSource
-from .scenarios import HeadLayout, check_scenario, evaluate_task, row_temperatures
+from .learner_fields import LearnerFields
+from .scenarios import check_scenario, evaluate_task, row_temperatures
 from .task_inference import confusion_matrix, get_criterion, make_candidates
 
 __all__ = ["Evaluation", "accuracy_summary"]
 
 
-class Evaluation:
+class Evaluation(LearnerFields):
     """Mixin of :class:`~hypercl.ContinualLearner`: :meth:`evaluate` and :meth:`results`.
 
     Needs the learner's ``hnet``, ``target``, ``device``, ``heads``, ``task_conditioned``, ``task_buffers``,
     ``learned_tasks``, ``eval_batch_size``, ``scenario``, ``history`` and ``_source``.
     """
-
-    hnet: Any
-    target: Any
-    device: torch.device
-    heads: HeadLayout
-    task_conditioned: bool
-    task_buffers: dict[int, OrderedDict[str, torch.Tensor]]
-    learned_tasks: list[int]
-    eval_batch_size: int
-    scenario: str
-    history: dict[str, list[dict]]
-    _source: Callable[..., TaskSource]
 
     def _task_test_sets(self, tasks_data: Any) -> dict[int, TaskSource]:
         if isinstance(tasks_data, Mapping):

@@ -24,7 +24,7 @@ __all__ = ["HyperNetwork", "GENERATORS", "INIT_SCHEMES", "default_chunk_size", "
            "VON_OSWALD_EMB_STD", "build_generator"]
 
 GENERATORS = {"lstm": LSTMGenerator, "gru": GRUGenerator, "mlp": MLPGenerator, "chunked_mlp": ChunkedMLPGenerator}
-DEFAULT_HIDDEN = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10)}
+DEFAULT_HIDDEN: dict[str, Any] = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10)}
 
 TaskIds = Union[int, Sequence[int], torch.Tensor]
 
@@ -54,7 +54,8 @@ def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
 def build_generator(
     kind: str, plan: ChunkPlan, task_emb_dim: int, chunk_emb_dim: int, hidden: Any, **kwargs: Any
 ) -> Generator:
-    """The generator ``kind`` (a key of :data:`GENERATORS`) for ``plan``; ``hidden`` is an LSTM/GRU size or MLP widths."""
+    """The generator ``kind`` (a key of :data:`GENERATORS`) for ``plan``; ``hidden``: an LSTM/GRU size or MLP
+    widths."""
     if kind in ("lstm", "gru"):
         return GENERATORS[kind](plan, task_emb_dim, chunk_emb_dim, hidden_size=int(hidden), **kwargs)
     if kind == "chunked_mlp":
@@ -142,6 +143,10 @@ class HyperNetwork(nn.Module):
     task_conditioned = True
     #: the learner accepts any module with this flag and the HyperNetwork-like interface
     is_weight_source = True
+
+    generator: Generator
+    weight_offset: torch.Tensor
+    weight_gain: torch.Tensor
 
     def __init__(
         self,
@@ -279,11 +284,11 @@ class HyperNetwork(nn.Module):
         w = sq_gain.expand_as(targets) if weight is None else weight * sq_gain
         return raw_targets, F.pad(w, (0, pad))
 
-    def generate(self, task_ids: TaskIds) -> "OrderedDict[str, torch.Tensor]":
+    def generate(self, task_ids: TaskIds) -> OrderedDict[str, torch.Tensor]:
         """Generated weights of several tasks as a stacked params dict (leading task dim), one generator call."""
         return self._target.unflatten(self.generate_flat(task_ids))
 
-    def forward(self, task_id: int) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, task_id: int) -> OrderedDict[str, torch.Tensor]:
         """The target's params dict for one task."""
         return self._target.unflatten(self.generate_flat([task_id])[0])
 
@@ -310,7 +315,7 @@ class HyperNetwork(nn.Module):
         """``num_params / target.num_params`` (below 1: the hypernetwork is smaller than its target)."""
         return self.num_params / self._target.num_params
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "HyperNetwork":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HyperNetwork:
         super()._apply(fn, *args, **kwargs)
         self._target.module._apply(fn)  # keep the target's buffers on the same device/dtype
         return self

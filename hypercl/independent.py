@@ -78,6 +78,8 @@ class IndependentWeights(nn.Module):
     #: the learner accepts any module with this flag and the HyperNetwork-like interface
     is_weight_source = True
 
+    _anchor: torch.Tensor  # a size-0 buffer: the device and dtype of new task weights
+
     def __init__(self, target: Union[FunctionalTarget, nn.Module], seed: int = 0) -> None:
         super().__init__()
         self._target = wrap(target)
@@ -120,10 +122,10 @@ class IndependentWeights(nn.Module):
         """The tasks' weight vectors stacked as ``(B, N)``."""
         return torch.stack([self.task_weights[i] for i in self._ids(task_ids)])
 
-    def generate(self, task_ids: Union[int, Sequence[int], torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    def generate(self, task_ids: Union[int, Sequence[int], torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         return self._target.unflatten(self.generate_flat(task_ids))
 
-    def forward(self, task_id: int) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, task_id: int) -> OrderedDict[str, torch.Tensor]:
         return self._target.unflatten(self.task_weights[self._ids(task_id)[0]])
 
     @property
@@ -134,7 +136,7 @@ class IndependentWeights(nn.Module):
     def compression_ratio(self) -> float:
         return self.num_params / self._target.num_params
 
-    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
         self._target.module._apply(fn)
         return self

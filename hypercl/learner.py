@@ -90,7 +90,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         distributed: Optional[DistributedContext] = None,
         compile: bool = False,
         compile_options: Optional[dict] = None,
-        autocast_dtype: Union[None, str, torch.dtype] = None,
+        autocast_dtype: Union[str, torch.dtype, None] = None,
     ) -> None:
         if not getattr(hnet, "is_weight_source", False):
             raise TypeError(
@@ -137,16 +137,11 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         self._compiled: Optional[tuple[str, Callable]] = None
         self.autocast_dtype = autocast_dtype  # validated by the property setter
         self.learned_tasks: list[int] = []
-        self.task_buffers: dict[int, "OrderedDict[str, torch.Tensor]"] = {}
+        self.task_buffers: dict[int, OrderedDict[str, torch.Tensor]] = {}
         self.history: dict[str, list[dict]] = {s: [] for s in SCENARIOS}
         self.train_log: dict[int, dict] = {}
         self.strategy = get_strategy(strategy, **(strategy_kwargs or {}))
         self.strategy.attach(self)
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def target(self):  # noqa: ANN201 - FunctionalTarget
-        return self.hnet.target
 
     def register_task(self, task_id: int, num_classes: int) -> None:
         """Register a new task (in order) with ``num_classes`` classes: heads, a task embedding, per-task buffers."""
@@ -205,10 +200,10 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
                             "output=lambda out: out.logits[:, -1]")
         layout = "one head over all classes (CL3)" if self.uses_global_labels() else \
             f"output_layout={self.heads.output_layout!r}"
+        shared_hint = self.heads.output_layout == "shared" or not self.task_conditioned
         raise DataError(f"task {task_id} needs output units [{start}, {stop}) ({self.heads.num_classes[task_id]} "
                         f"classes, {layout}), but the target has {logits.shape[-1]} outputs: give the model at "
-                        f"least {stop} outputs" + ("" if self.heads.output_layout == "shared" or not self.task_conditioned
-                                                   else ", or use output_layout='shared'"))
+                        f"least {stop} outputs" + ("" if shared_hint else ", or use output_layout='shared'"))
 
     def uses_global_labels(self) -> bool:
         """Whether labels are global class ids (a plain network in CL3: one head over every class seen so far)."""
@@ -239,7 +234,8 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
             return self._distributed_step(task_id, x, y)
         if self.train_transform is not None:
             x = self.train_transform(x)
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.task_optimizer()
+        optimizer.zero_grad(set_to_none=True)
         loss = self.task_loss(task_id, self.task_logits(task_id, x), y)
         if self.strategy.uses_lookahead:
             loss.backward()
@@ -252,7 +248,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
             total = loss + reg if reg is not None else loss
             total.backward()
             total = total.detach()
-        self.optimizer.step()
+        optimizer.step()
         self.strategy.after_step(self, task_id)
         return total
 
@@ -285,7 +281,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         if self.distributed is not None:
             check_batch_size(bs, self.distributed.world_size)
         source = self._source(data, task_id)
-        steps = int(iterations) if iterations is not None else int(epochs) * source.steps_per_epoch(bs)
+        steps = int(iterations) if iterations is not None else int(epochs or 0) * source.steps_per_epoch(bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
         if not isinstance(task_id, int) or task_id < 0:

@@ -14,6 +14,7 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_chec
 from .direct import DirectWeights
 from .distributed import DistributedContext
 from .hypernetwork import HyperNetwork
+from .learner_fields import LearnerFields
 from .models.registry import build_model, model_spec
 from .strategies import Strategy, get_strategy
 from .target_forward import dtype_name, plain
@@ -21,7 +22,8 @@ from .target_forward import dtype_name, plain
 __all__ = ["Checkpointing", "WEIGHT_SOURCES", "register_weight_source", "restore_model_state", "restore_progress",
            "restore_learner", "to_device"]
 
-Model = Union[HyperNetwork, DirectWeights]
+#: a weight source: HyperNetwork, DirectWeights, IndependentWeights or another registered kind (duck-typed)
+Model = Any
 
 #: weight sources other than the HyperNetwork that checkpoints can rebuild: ``kind -> cls(model)``; each has
 #: ``kind``, ``state_extra()`` and ``load_state_extra(state)``
@@ -33,32 +35,8 @@ def register_weight_source(kind: str, cls: Callable[[nn.Module], Any]) -> None:
     WEIGHT_SOURCES[kind] = cls
 
 
-class Checkpointing:
+class Checkpointing(LearnerFields):
     """Mixin of :class:`~hypercl.ContinualLearner`: :meth:`state`, :meth:`save` and the classmethod :meth:`load`."""
-
-    hnet: Any
-    target: Any
-    device: torch.device
-    heads: Any
-    task_buffers: dict[int, OrderedDict[str, torch.Tensor]]
-    strategy: Strategy
-    scenario: str
-    optimizer_name: str
-    lr: float
-    optimizer_kwargs: dict[str, Any]
-    batch_size: int
-    eval_batch_size: int
-    seed: int
-    check_every: int
-    compile: bool
-    compile_options: dict[str, Any]
-    autocast_dtype: Optional[torch.dtype]
-    optimizer: Optional[torch.optim.Optimizer]
-    learned_tasks: list[int]
-    history: dict[str, list[dict]]
-    train_log: dict[int, dict]
-    rng: torch.Generator
-    make_task_optimizer: Callable[[], torch.optim.Optimizer]
 
     def state(self) -> dict:
         """Everything needed to go on, as plain data (see :meth:`save`)."""
@@ -177,7 +155,8 @@ class Checkpointing:
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if state["optimizer_state"] is not None:
-            learner.optimizer = learner.make_task_optimizer() if any(p.requires_grad for p in hnet.parameters()) else None
+            trainable = any(p.requires_grad for p in hnet.parameters())
+            learner.optimizer = learner.make_task_optimizer() if trainable else None
             if learner.optimizer is not None:
                 try:
                     learner.optimizer.load_state_dict(state["optimizer_state"])

@@ -12,7 +12,8 @@ import torch
 
 from .fisher import diagonal_empirical_fisher, normalize_fisher
 
-__all__ = ["squared_distance", "hnet_output_regularizer", "importance_weighted_regularizer", "diagonal_empirical_fisher", "normalize_fisher"]
+__all__ = ["squared_distance", "hnet_output_regularizer", "importance_weighted_regularizer",
+           "diagonal_empirical_fisher", "normalize_fisher"]
 
 
 def _check_pair(current: torch.Tensor, targets: torch.Tensor) -> None:
@@ -31,24 +32,26 @@ class _SquaredDistance(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(current: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor]):  # noqa: ANN205
+    def forward(current: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor]):
         diff = targets - current
         weighted = diff if weight is None else weight * diff
         return torch.linalg.vecdot(weighted, diff).sum(), weighted
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(output[1])
         ctx.mark_non_differentiable(output[1])
 
     @staticmethod
-    def backward(ctx, grad_value: torch.Tensor, _grad_weighted: Optional[torch.Tensor]):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_value: torch.Tensor, _grad_weighted: Optional[torch.Tensor]):
         (weighted,) = ctx.saved_tensors
         return weighted * (-2.0 * grad_value), None, None
 
 
-def squared_distance(current: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``Σ_t Σ_i w_ti (targets_ti − current_ti)²`` (``w`` = 1 when ``weight`` is None), differentiable in ``current``."""
+def squared_distance(current: torch.Tensor, targets: torch.Tensor,
+                     weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``Σ_t Σ_i w_ti (targets_ti − current_ti)²`` (``w`` = 1 when ``weight`` is None), differentiable in
+    ``current``."""
     return _SquaredDistance.apply(current, targets, weight)[0]
 
 

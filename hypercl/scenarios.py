@@ -109,8 +109,8 @@ def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures
 
 
 def confusion_matrix(true_rows: torch.Tensor, inferred_rows: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """``(T, T)`` counts: ``[i, j]`` = samples of task row ``i`` whose task was inferred as row ``j`` (rows are positions
-    in the learned tasks; one ``bincount``)."""
+    """``(T, T)`` counts: ``[i, j]`` = samples of task row ``i`` whose task was inferred as row ``j`` (rows are
+    positions in the learned tasks; one ``bincount``)."""
     true_rows, inferred_rows = torch.as_tensor(true_rows).long(), torch.as_tensor(inferred_rows).long()
     if true_rows.shape != inferred_rows.shape:
         raise ValueError(f"true and inferred tasks differ in shape: {tuple(true_rows.shape)} vs "
@@ -188,8 +188,9 @@ def evaluate_task(
     """
     learned = list(learned)
     row = learned.index(task)
-    counts: Optional[dict] = None
-    mask = starts = offsets = None
+    counts: dict[str, list[torch.Tensor]] = {}
+    mask: Optional[torch.Tensor] = None
+    starts = offsets = torch.empty(0)
     n = 0
     for xb, yb in batches:
         logits = logits_of(xb)
@@ -212,7 +213,7 @@ def evaluate_task(
             if hits is not None:
                 counts[s][1] += hits
         n += len(yb)
-    if n == 0 or counts is None:
+    if n == 0 or not counts:
         raise ValueError(f"task {task} has no test samples: give evaluate() at least one (x, y) per learned task")
     out = {}
     for s in scenarios:

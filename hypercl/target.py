@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ class FunctionalTarget:
                 "least one parameter with requires_grad=True (or pass include= to choose parameters)"
             )
         self.module = module
-        self.param_shapes: "OrderedDict[str, torch.Size]" = OrderedDict((n, p.shape) for n, p in chosen)
+        self.param_shapes: OrderedDict[str, torch.Size] = OrderedDict((n, p.shape) for n, p in chosen)
         self.param_numels: list[int] = [p.numel() for _, p in chosen]
         self.num_params: int = sum(self.param_numels)
         # Buffer names (e.g. BatchNorm running statistics) the caller may replace per call.
@@ -134,7 +134,7 @@ class FunctionalTarget:
         self._check_params(params, batch_dims=0)
         return torch.cat([params[n].reshape(-1) for n in self.param_shapes])
 
-    def unflatten(self, flat: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def unflatten(self, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Cut a ``(..., num_params)`` vector into the params dict; leading dims are kept (a task or batch dim).
 
         For a 1-D vector the results are views of ``flat`` (no copy).
@@ -150,12 +150,12 @@ class FunctionalTarget:
             (n, piece.reshape(*lead, *shape)) for (n, shape), piece in zip(self.param_shapes.items(), pieces)
         )
 
-    def named_parameters_dict(self) -> "OrderedDict[str, torch.Tensor]":
+    def named_parameters_dict(self) -> OrderedDict[str, torch.Tensor]:
         """The wrapped module's own values of the generated parameters (detached)."""
         own = dict(self.module.named_parameters())
         return OrderedDict((n, own[n].detach()) for n in self.param_shapes)
 
-    def init_buffers(self) -> "OrderedDict[str, torch.Tensor]":
+    def init_buffers(self) -> OrderedDict[str, torch.Tensor]:
         """A fresh copy of the module's buffers (e.g. to keep one set of BatchNorm statistics per task)."""
         return OrderedDict((n, b.detach().clone()) for n, b in self.module.named_buffers())
 
@@ -180,7 +180,7 @@ class FunctionalTarget:
         pos, kw = call_args(x)
         if args or kwargs:
             pos, kw = (*pos, *args), {**kw, **kwargs}
-        out = functional_call(self.module, tensors, pos, kw)
+        out = functional_call(self.module, cast(dict, tensors), pos, kw)
         return pick_logits(out, self.output, type(self.module).__name__)
 
     def vmap(self, fn: Callable[..., Any], in_dims: Sequence[Optional[int]], *args: Any,
@@ -200,7 +200,7 @@ class FunctionalTarget:
             return loop_map(fn, in_dims, *args)
         try:
             out = vmap(fn, in_dims=tuple(in_dims))(*args)
-        except Exception as e:  # noqa: BLE001 - decided below: the loop either works (a vmap limit) or raises
+        except Exception as e:
             if any(k in str(e).lower() for k in ("inplace", "in place", "in-place")):
                 raise  # e.g. BatchNorm updating ONE shared buffer set from T weight sets: needs per-task buffers
             out = loop_map(fn, in_dims, *args)
@@ -252,18 +252,18 @@ class FunctionalTarget:
                          cost="one forward per weight set: T forwards instead of one")
 
     # ------------------------------------------------------------------ module plumbing
-    def train(self, mode: bool = True) -> "FunctionalTarget":
+    def train(self, mode: bool = True) -> FunctionalTarget:
         self.module.train(mode)
         return self
 
-    def eval(self) -> "FunctionalTarget":
+    def eval(self) -> FunctionalTarget:
         return self.train(False)
 
     @property
     def training(self) -> bool:
         return self.module.training
 
-    def to(self, *args: Any, **kwargs: Any) -> "FunctionalTarget":
+    def to(self, *args: Any, **kwargs: Any) -> FunctionalTarget:
         self.module.to(*args, **kwargs)
         return self
 
@@ -274,7 +274,7 @@ class FunctionalTarget:
         )
 
 
-def wrap(model: nn.Module, include: Optional[Callable[[str, nn.Parameter], bool]] = None,
+def wrap(model: Union[nn.Module, FunctionalTarget], include: Optional[Callable[[str, nn.Parameter], bool]] = None,
          output: Output = None) -> FunctionalTarget:
     """Turn any ``nn.Module`` into a :class:`FunctionalTarget` whose weights are given at call time.
 

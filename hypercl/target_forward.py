@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
+from .learner_fields import LearnerFields
+
 __all__ = ["TargetForward", "AUTOCAST_DTYPES"]
 
 #: ``autocast_dtype`` values: a torch dtype or one of these names (checkpoints store the canonical name)
@@ -25,7 +27,7 @@ AUTOCAST_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def _autocast_dtype(value: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+def _autocast_dtype(value: Union[str, torch.dtype, None]) -> Optional[torch.dtype]:
     if value is None:
         return None
     if isinstance(value, str):
@@ -63,7 +65,7 @@ def _to_float32(out: Any) -> Any:
     return out
 
 
-class TargetForward:
+class TargetForward(LearnerFields):
     """Mixin: the target on a batch with generated weights, plain, compiled and/or under autocast.
 
     Needs ``self.target``, ``self.device``, ``self.strategy``, ``self.compile``, ``self.compile_options``,
@@ -76,7 +78,7 @@ class TargetForward:
         return self._autocast_dtype
 
     @autocast_dtype.setter
-    def autocast_dtype(self, value: Union[None, str, torch.dtype]) -> None:
+    def autocast_dtype(self, value: Union[str, torch.dtype, None]) -> None:
         self._autocast_dtype = _autocast_dtype(value)
 
     def _target_forward(self, params: Mapping[str, torch.Tensor], x: Any,

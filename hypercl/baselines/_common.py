@@ -29,7 +29,7 @@ def check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf
 class WeightRegularizer(Strategy):
     """Base of the plain-network baselines: they regularise the ONE weight vector shared by all tasks."""
 
-    def attach(self, learner: "Learner") -> None:
+    def attach(self, learner: Learner) -> None:
         hnet = learner.hnet
         if getattr(hnet, "task_conditioned", True) or not isinstance(getattr(hnet, "weights", None), torch.Tensor):
             raise ValueError(
@@ -39,12 +39,12 @@ class WeightRegularizer(Strategy):
             )
 
     @staticmethod
-    def weights(learner: "Learner") -> torch.Tensor:
+    def weights(learner: Learner) -> torch.Tensor:
         """The shared flat weight vector ``θ`` (N,) of the :class:`~hypercl.DirectWeights`."""
         return learner.hnet.weights
 
 
-def _predict(learner: "Learner", task_id: int, x: torch.Tensor) -> torch.Tensor:
+def _predict(learner: Learner, task_id: int, x: torch.Tensor) -> torch.Tensor:
     """The model's own label for ``x`` in the label space :meth:`ContinualLearner.task_loss` expects."""
     logits = learner.task_logits(task_id, x)
     start, stop = learner.train_units(task_id)
@@ -52,7 +52,7 @@ def _predict(learner: "Learner", task_id: int, x: torch.Tensor) -> torch.Tensor:
     return logits[..., start:stop].argmax(-1) - shift
 
 
-def _predicted_label_data(learner: "Learner", task_id: int, data: Any) -> Any:
+def _predicted_label_data(learner: Learner, task_id: int, data: Any) -> Any:
     """``data`` with its labels replaced by the model's predictions (eval mode, no gradients)."""
     src = task_source(data, task_id)
     was_training = learner.target.training
@@ -65,14 +65,14 @@ def _predicted_label_data(learner: "Learner", task_id: int, data: Any) -> Any:
         finally:
             learner.target.train(was_training)
 
-    if src.in_memory:
+    if src.pair is not None:  # in memory
         x, y_true = src.pair
         step = learner.eval_batch_size
         y = torch.cat([predict(slice_inputs(x, i, i + step)) for i in range(0, len(y_true), step)])
         return (x, y.to(y_true.device))
 
     def batches() -> Iterator[tuple[Any, torch.Tensor]]:
-        for batch in src.batches:
+        for batch in src.batch_iterable():
             xb, _ = split_batch(batch, task_id)
             yield xb, predict(xb)
 
@@ -80,7 +80,7 @@ def _predicted_label_data(learner: "Learner", task_id: int, data: Any) -> Any:
 
 
 def task_fisher(
-    learner: "Learner",
+    learner: Learner,
     task_id: int,
     data: Any,
     num_samples: Optional[int],

@@ -38,7 +38,7 @@ class _FisherBaseline(WeightRegularizer):
             "fisher_labels": self.fisher_labels,
         }
 
-    def _fisher(self, learner: "Learner", task_id: int, data: Any) -> torch.Tensor:
+    def _fisher(self, learner: Learner, task_id: int, data: Any) -> torch.Tensor:
         return task_fisher(learner, task_id, data, self.fisher_samples, self.fisher_batch_size, self.fisher_labels)
 
 
@@ -74,14 +74,14 @@ class EWC(_FisherBaseline):
         self.means: Optional[torch.Tensor] = None  # (T, N) θ*_t
         self.fishers: Optional[torch.Tensor] = None  # (T, N) F_t
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
-        if self.means is None or self.lambda_ == 0:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
+        if self.means is None or self.fishers is None or self.lambda_ == 0:
             return None
         theta = self.weights(learner)
         return 0.5 * self.lambda_ * (self.fishers * (theta.unsqueeze(0) - self.means).pow(2)).sum()
 
     @torch.no_grad()
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         fisher = self._fisher(learner, task_id, data).unsqueeze(0)
         mean = self.weights(learner).detach().clone().unsqueeze(0)
         self.means = mean if self.means is None else torch.cat([self.means, mean])
@@ -137,14 +137,14 @@ class OnlineEWC(_FisherBaseline):
     def config(self) -> dict:
         return {**super().config(), "gamma": self.gamma}
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
-        if self.mean is None or self.lambda_ == 0:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
+        if self.mean is None or self.fisher is None or self.lambda_ == 0:
             return None
         theta = self.weights(learner)
         return 0.5 * self.lambda_ * self.gamma * (self.fisher * (theta - self.mean).pow(2)).sum()
 
     @torch.no_grad()
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         fisher = self._fisher(learner, task_id, data)
         self.fisher = fisher if self.fisher is None else self.gamma * self.fisher + fisher
         self.mean = self.weights(learner).detach().clone()

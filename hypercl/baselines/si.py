@@ -55,29 +55,33 @@ class SI(WeightRegularizer):
         return {"c": self.c, "xi": self.xi}
 
     @torch.no_grad()
-    def before_task(self, learner: "Learner", task_id: int) -> None:
+    def before_task(self, learner: Learner, task_id: int) -> None:
         theta = self.weights(learner).detach()
         self.start = theta.clone()
         self.prev = theta.clone()
         self.omega = torch.zeros_like(theta)
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
-        if self.omega_sum is None or self.c == 0:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
+        if self.omega_sum is None or self.anchor is None or self.c == 0:
             return None
         theta = self.weights(learner)
         return self.c * (self.omega_sum * (theta - self.anchor).pow(2)).sum()
 
     @torch.no_grad()
-    def after_step(self, learner: "Learner", task_id: int) -> None:
+    def after_step(self, learner: Learner, task_id: int) -> None:
         w = self.weights(learner)
         theta = w.detach()
+        if self.omega is None or self.prev is None:
+            raise RuntimeError("SI's path integral starts in before_task(); begin the task first")
         if w.grad is not None:
             self.omega.addcmul_(w.grad, theta - self.prev, value=-1.0)
         self.prev.copy_(theta)
 
     @torch.no_grad()
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         theta = self.weights(learner).detach()
+        if self.omega is None or self.start is None:
+            raise RuntimeError("SI's path integral starts in before_task(); begin the task first")
         add = self.omega / ((theta - self.start).pow(2) + self.xi)
         self.omega_sum = add if self.omega_sum is None else self.omega_sum + add
         self.anchor = theta.clone()

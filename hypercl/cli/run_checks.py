@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..checkpoint import CheckpointError, clean_stale_tmp
+from ..config import AnyRunConfig, ReplayRunConfig, RunConfig
 from ..experiments import method_config
 from ..experiments.configs import CIFAR_METHODS, CL1_ONLY
-from ..config import AnyRunConfig, ReplayRunConfig, RunConfig
 from ..experiments.identity import identity_diff, run_config
 from ..experiments.runner import ResumeError, check_checkpoint, run_tags
 from ..replay import is_replay_method, replay_method_config
@@ -52,9 +52,9 @@ def validate_run(args: argparse.Namespace) -> None:
         if args.parallel_seeds and args.task_inference != "entropy":
             raise Refusal("--parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
                           "use --task-inference")
-    overrides = dict(iterations=args.iterations, lr=args.lr, beta=args.beta, batch_size=args.batch_size,
-                     chunk_size=args.chunk_size, max_train_per_task=args.max_train_per_task,
-                     max_test_per_task=args.max_test_per_task, num_tasks=args.num_tasks)
+    overrides = {"iterations": args.iterations, "lr": args.lr, "beta": args.beta, "batch_size": args.batch_size,
+                     "chunk_size": args.chunk_size, "max_train_per_task": args.max_train_per_task,
+                     "max_test_per_task": args.max_test_per_task, "num_tasks": args.num_tasks}
     # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
     for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
                        ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
@@ -76,7 +76,7 @@ def target_weights(cfg: RunConfig) -> Optional[int]:
     b = cfg.benchmark
     dim = (b.pad_to or 28) ** 2
     out = 10 if b.name == "permuted_mnist" or cfg.output_layout == "per_task" else 2
-    sizes = [dim] + list(cfg.target.hidden or ()) + [out]
+    sizes = [dim, *list(cfg.target.hidden or ()), out]
     return sum(a * c + c for a, c in zip(sizes[:-1], sizes[1:]))
 
 

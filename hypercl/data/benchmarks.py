@@ -6,7 +6,6 @@ The data is loaded once into tensors; a task is a :class:`TaskData` (no DataLoad
 from __future__ import annotations
 
 from dataclasses import replace
-
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -17,7 +16,7 @@ from .benchmark_base import Benchmark, first_n
 from .cifar_benchmark import SplitCIFAR10_100
 from .mnist import MNISTArrays, load_mnist
 from .paths import PathLike
-from .tasks import PermutedImages, SharedBase, TaskData
+from .tasks import Inputs, PermutedImages, SharedBase, TaskData
 
 __all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "SplitCIFAR10_100", "get_benchmark", "task_permutation",
            "BENCHMARKS"]
@@ -54,7 +53,7 @@ class SplitMNIST(Benchmark):
         self.tasks = []
         for t in range(5):
             lo = 2 * t
-            split = {}
+            split: dict[str, torch.Tensor] = {}
             for part, images, labels, limit in (
                 ("train", data.train_images, data.train_labels, max_train_per_task),
                 ("test", data.test_images, data.test_labels, max_test_per_task),
@@ -63,7 +62,8 @@ class SplitMNIST(Benchmark):
                 split[f"x_{part}"] = images[idx].reshape(len(idx), -1).to(torch.float32).div_(255.0)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(
-                TaskData(name=f"split_mnist/{lo}-{lo + 1}", num_classes=2, class_offset=lo, **split)
+                TaskData(name=f"split_mnist/{lo}-{lo + 1}", num_classes=2, class_offset=lo, x_train=split["x_train"],
+                         y_train=split["y_train"], x_test=split["x_test"], y_test=split["y_test"])
             )
 
 
@@ -185,6 +185,8 @@ def hold_out_validation(bench: Benchmark, val_size: int) -> Benchmark:
         if val_size >= n:
             raise ValueError(f"val_size={val_size} leaves no training data in task {task.name} ({n} samples)")
         x, y = task.x_train, task.y_train
+        x_train: Inputs
+        x_val: Inputs
         if isinstance(x, PermutedImages):
             base = x._base
             if id(base) not in carved:

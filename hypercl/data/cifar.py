@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -85,14 +85,14 @@ class CIFARArrays:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only resolves the numpy globals an array pickle needs (no code execution)."""
 
-    _ALLOWED = {
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy.core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
-    }
+    })
 
     def find_class(self, module: str, name: str) -> Any:
         canonical = module.replace("numpy._core", "numpy.core")

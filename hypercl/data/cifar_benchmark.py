@@ -81,7 +81,7 @@ class SplitCIFAR10_100(Benchmark):
             if not normalize:
                 mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
             self.stats.append((mean, std))
-            split = {}
+            split: dict[str, torch.Tensor] = {}
             for part, images, labels, limit in (
                 ("train", data.train_images, data.train_labels, max_train_per_task),
                 ("test", data.test_images, data.test_labels, max_test_per_task),
@@ -92,7 +92,8 @@ class SplitCIFAR10_100(Benchmark):
                 split[f"x_{part}"] = _normalise(images[idx], mean, std)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(
-                TaskData(name=f"split_cifar/{label}", num_classes=10, class_offset=10 * t, **split)
+                TaskData(name=f"split_cifar/{label}", num_classes=10, class_offset=10 * t, x_train=split["x_train"],
+                         y_train=split["y_train"], x_test=split["x_test"], y_test=split["y_test"])
             )
 
     def pad_fill(self, task: int) -> torch.Tensor:

@@ -86,7 +86,7 @@ class DatasetView:
         """All samples read once into one tensor (the transform applied once: for deterministic transforms)."""
         return self._read(self.indices)
 
-    def to(self, device: Union[str, torch.device]) -> "DatasetView":
+    def to(self, device: Union[str, torch.device]) -> DatasetView:
         """The same view, its batches delivered on ``device``."""
         return DatasetView(self.dataset, self.indices, self.permutation, device)
 

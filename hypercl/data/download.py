@@ -5,6 +5,7 @@ Tests replace :func:`urlopen` (or :func:`download_file`) with monkeypatch so the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -73,10 +74,8 @@ def _fetch_atomic(url: str, dest: Path, md5: Optional[str], timeout: float) -> N
             )
         os.replace(tmp, dest)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        except FileNotFoundError:
-            pass
         raise
 
 

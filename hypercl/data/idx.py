@@ -15,7 +15,7 @@ from .paths import PathLike
 __all__ = ["read_idx", "IDX_DTYPES"]
 
 # idx type code -> big-endian numpy dtype
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -19,7 +19,7 @@ class SharedBase:
         self.tensor = tensor
         self._copies: Dict[str, torch.Tensor] = {str(tensor.device): tensor}
 
-    def on(self, device: Device) -> "SharedBase":
+    def on(self, device: Device) -> SharedBase:
         """The shared base on ``device`` (moved once per device, then cached)."""
         key = str(torch.device(device))
         if key not in self._copies:
@@ -84,7 +84,7 @@ class PermutedImages:
     def __getitem__(self, idx) -> torch.Tensor:
         return self._base.tensor[idx][..., self.perm]
 
-    def to(self, device: Device) -> "PermutedImages":
+    def to(self, device: Device) -> PermutedImages:
         """Same view on ``device``; views that shared a base keep sharing it there."""
         return PermutedImages(self._base.on(device), self.perm)
 
@@ -96,7 +96,9 @@ class PermutedImages:
         return f"PermutedImages(shape={tuple(self.shape)}, dtype={self.dtype}, device={self.device})"
 
 
-Inputs = Union[torch.Tensor, PermutedImages]
+#: a task's inputs: a float32 tensor, a :class:`PermutedImages`, or any view indexable by sample index
+#: (:class:`~hypercl.data.datasets.DatasetView`)
+Inputs = Any
 
 
 @dataclass
@@ -131,7 +133,7 @@ class TaskData:
         """Map local labels to global ones (``class_offset + y``)."""
         return y + self.class_offset
 
-    def to(self, device: Device) -> "TaskData":
+    def to(self, device: Device) -> TaskData:
         """A copy of this task with every tensor on ``device``."""
         return replace(
             self,

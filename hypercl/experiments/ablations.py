@@ -93,7 +93,7 @@ def size_for_ratio(num_params: int, hcfg: Union[HypernetworkConfig, Mapping[str,
         def count(c: int) -> int:
             return generator_param_count(num_params, gen, c, te, ce, hidden, num_tasks, **extra)
 
-        grid = sorted({max(1, min(num_params, int(round(math.exp(x)))))
+        grid = sorted({max(1, min(num_params, round(math.exp(x))))
                        for x in torch.linspace(math.log(4), math.log(num_params), 60).tolist()})
         counts = [count(c) for c in grid]
         i_min = min(range(len(grid)), key=lambda i: counts[i])
@@ -299,8 +299,8 @@ def summary_lines(result: dict) -> list[str]:
         x = p["compression_ratio"] if result["kind"] == "compression" else p["beta"]
         accs = " ".join(f"{100 * p['final'][s]:>7.2f}" if p["final"].get(s) is not None else f"{'—':>7}"
                         for s in scen)
-        lines.append(f"{METHOD_LABELS.get(p['method'], p['method']):<14} {x:>8.3g} {str(p.get('chunk_size', '')):>7} "
-                     f"{str(p.get('hidden_size', '')):>8} {accs}")
+        lines.append(f"{METHOD_LABELS.get(p['method'], p['method']):<14} {x:>8.3g} {p.get('chunk_size', '')!s:>7} "
+                     f"{p.get('hidden_size', '')!s:>8} {accs}")
     return lines
 
 

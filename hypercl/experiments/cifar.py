@@ -54,7 +54,8 @@ class TaskAugment:
         return f"TaskAugment(padding={self.padding}, task={self.task}, device={self.device})"
 
 
-def make_train_transform(aug: Union[AugmentConfig, Mapping[str, Any]], bench: Any, seed: int, device: Any) -> TaskAugment:
+def make_train_transform(aug: Union[AugmentConfig, Mapping[str, Any]], bench: Any, seed: int,
+                         device: Any) -> TaskAugment:
     """The training transform a config's ``augment`` entry describes (only ``random_crop_flip`` exists)."""
     if isinstance(aug, Mapping):  # its JSON form
         aug = AugmentConfig.from_json(aug)

@@ -10,9 +10,23 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Union
 
-from ..config import (PROTOCOL_VERSION, AnyRunConfig, AugmentConfig, BenchmarkConfig, ConfigError,
-                      HypernetworkConfig, ReplayRunConfig, RunConfig, StrategyConfig, TargetConfig, TrainingConfig,
-                      ValidationConfig, as_config, canonical_json, config_hash)
+from ..config import (
+    PROTOCOL_VERSION,
+    AnyRunConfig,
+    AugmentConfig,
+    BenchmarkConfig,
+    ConfigError,
+    HypernetworkConfig,
+    ReplayRunConfig,
+    RunConfig,
+    StrategyConfig,
+    TargetConfig,
+    TrainingConfig,
+    ValidationConfig,
+    as_config,
+    canonical_json,
+    config_hash,
+)
 
 __all__ = ["PROTOCOL_VERSION", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig", "StrategyConfig",
            "TrainingConfig", "AugmentConfig", "ValidationConfig", "RunConfig", "ReplayRunConfig", "run_config",
@@ -41,7 +55,7 @@ def _flat(d: Any, prefix: str = "") -> dict:
     if isinstance(d, dict):
         out: dict = {}
         for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}." if prefix or True else k))
+            out.update(_flat(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: d}
 

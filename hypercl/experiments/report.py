@@ -148,7 +148,8 @@ def merge_results(result: dict, path: Path) -> dict:
                                  f"{result.get('fingerprint')}); move it away")
             merged["runs"] = _merge_runs(old.get("runs", []), result["runs"])
             merged["scenarios"] = sorted(set(old.get("scenarios", [])) | set(result["scenarios"]))
-            merged["commands"] = list(dict.fromkeys(old.get("commands", [old.get("command")]) + [result.get("command")]))
+            commands = [*old.get("commands", [old.get("command")]), result.get("command")]
+            merged["commands"] = list(dict.fromkeys(commands))
             merged["wall_time_s"] = old.get("wall_time_s", 0.0) + result.get("wall_time_s", 0.0)
         else:
             merged["commands"] = [result.get("command")]
@@ -283,7 +284,7 @@ def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool
         widths = [max(len(x) for x in col) for col in zip(header, *rows)]
         lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _cell(mean: Optional[float], std: Optional[float], n: Optional[int] = None) -> str:
@@ -406,13 +407,13 @@ def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bo
             if scenario in run["scenarios"]:
                 n_tasks = max(n_tasks, len(run["scenarios"][scenario]["tasks"]))
     cols = ["C-10"] + [f"S{i}" for i in range(1, n_tasks)]
-    header = ["method"] + cols + ["average", "seeds"]
+    header = ["method", *cols, "average", "seeds"]
     rows: list[list[str]] = []
 
     def per_task(vals: list[list[Optional[float]]]) -> list[str]:
         out = []
         for j in range(n_tasks):
-            got = [v[j] for v in vals if j < len(v) and v[j] is not None]
+            got = [float(x) for v in vals if j < len(v) for x in (v[j],) if x is not None]
             out.append(f"{100 * sum(got) / len(got):.2f}" if got else "—")
         return out
 
@@ -424,16 +425,16 @@ def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bo
         finals = [res["matrix"][-1] if res["matrix"] else [] for res in runs]
         durings = [res["during"] for res in runs]
         summ = r["summary"].get(scenario, {})
-        rows.append([label] + per_task(finals) + [_cell(summ.get("final_mean"), summ.get("final_std"), len(runs)),
-                                                  str(len(runs))])
-        rows.append([f"{label} during"] + per_task(durings)
-                    + [_cell(summ.get("during_mean"), summ.get("during_std"), len(runs)), str(len(runs))])
+        n = len(runs)
+        rows.append([label, *per_task(finals), _cell(summ.get("final_mean"), summ.get("final_std"), n), str(n)])
+        rows.append([f"{label} during", *per_task(durings), _cell(summ.get("during_mean"), summ.get("during_std"), n),
+                     str(n)])
         paper = PAPER_TABLE3.get(r["method"]) if with_paper else None
         if paper:
             for key, avg_key, suffix in (("final", "average", ""), ("during", "during_average", " during")):
                 if key in paper:
                     vals = [f"{v:.2f}" for v in paper[key][:n_tasks]] + ["—"] * max(0, n_tasks - len(paper[key]))
-                    rows.append([f"  paper {label}{suffix}"] + vals + [f"{paper[avg_key]:.2f}", "—"])
+                    rows.append([f"  paper {label}{suffix}", *vals, f"{paper[avg_key]:.2f}", "—"])
     title = ("Split CIFAR-10/100 (Table 3 layout) — test accuracy (%) per task after the last task and right after "
              f"learning it ({scenario.upper()}), mean over seeds")
     return "\n".join(_render(title, header, rows, markdown))

@@ -7,26 +7,28 @@ its output heads.
 Every function takes a :class:`~hypercl.config.RunConfig` (or its JSON form, read once with
 :func:`~hypercl.config.as_config`). Split CIFAR (``cfg.target.model == "resnet"``): the target is a CIFAR ResNet
 (ResNet-32), training is by epochs (``cfg.training.epochs``), every training batch is augmented on the device
-(``cfg.augment``, see :mod:`hypercl.experiments.cifar`), and "scratch" trains one :class:`~hypercl.independent.IndependentWeights` network
+(``cfg.augment``, see :mod:`hypercl.experiments.cifar`), and "scratch" trains one
+:class:`~hypercl.independent.IndependentWeights` network
 per task.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..checkpoint import CheckpointError, atomic_save, load_checkpoint
+from ..config import AnyRunConfig, RunConfig, TargetConfig, as_config
 from ..direct import DirectWeights
 from ..distributed import is_main_process
 from ..hypernetwork import HyperNetwork
 from ..independent import IndependentWeights
 from ..learner import ContinualLearner
 from ..models import mlp
-from ..checkpoint import CheckpointError, atomic_save, load_checkpoint
-from ..config import AnyRunConfig, RunConfig, TargetConfig, as_config
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
@@ -166,7 +168,7 @@ def target_module(target: TargetConfig, bench: Any, num_outputs: int) -> torch.n
         from .cifar import resnet_target
 
         return resnet_target(target, num_outputs, in_channels=int(getattr(bench, "input_shape", (3,))[0]))
-    return mlp(_input_dim(bench), list(target.hidden or ()), num_outputs, target.activation)
+    return mlp(_input_dim(bench), list(target.hidden or ()), num_outputs, target.activation or "relu")
 
 
 def _train_transform(cfg: RunConfig, bench: Any, seed: int, device: Any) -> Optional[Callable]:
@@ -256,14 +258,15 @@ def _train_sequence(
             learner.fit_task(t, bench.tasks[t], iterations=iterations)
         (after_fit or after_fit_task)(learner, t, bench.tasks[t])
         learner.evaluate(bench.tasks, scenarios=list(scenarios), task_inference=task_inference)
-        if vals is not None:  # the validation splits: for model selection, never recorded in the test matrix
+        if vals is not None and val_history is not None:  # validation splits: model selection, not the test matrix
             res = learner.evaluate(vals, scenarios=list(scenarios), record=False, task_inference=task_inference)
             for s in scenarios:
                 val_history.setdefault(s, []).append(
                     {"after_task": t, "accuracy": {str(k): v for k, v in res[s]["accuracy"].items()},
                      "task_inference": {str(k): v for k, v in res[s]["task_inference"].items()}})
         if checkpoint is not None and is_main_process():
-            (save or (lambda lrn, p: lrn.save(p)))(learner, checkpoint)  # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
+            # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
+            (save or (lambda lrn, p: lrn.save(p)))(learner, checkpoint)
         if on_task is not None:
             on_task(t)
     return learner
@@ -308,7 +311,7 @@ def run_seed(
         out["identity"][tag] = run_identity(cfg, tag, seed)["id"]
         val_history: Optional[dict] = {} if val_sets(bench) is not None else None
         if resume and ckpt is not None and ckpt.exists():
-            check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)  # same identity, else ResumeError
+            check_checkpoint(cfg, tag, seed, ckpt.parent, resume=True)  # same identity, else ResumeError
             if val_history is not None:
                 val_history.update(load_checkpoint(ckpt, map_location="cpu").get("val_history") or {})
             try:
@@ -324,8 +327,8 @@ def run_seed(
                                                            device)
         else:
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
-        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs,
-                        save=lambda lrn, p, _tag=tag, _vh=val_history: _save(lrn, p, cfg, _tag, seed, _vh),
+        save = partial(_save, cfg=cfg, tag=tag, seed=seed, val_history=val_history)
+        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs, save=save,
                         after_fit=after_fit, val_history=val_history, task_inference=task_inference_of(cfg))
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
@@ -361,12 +364,12 @@ def run_seeds_parallel(
     t0 = time.perf_counter()
     epochs, iterations = _task_length(cfg)
     tag = run_tags(cfg.method, scenarios)[0][1]
-    ckpts = {seed: (checkpoint_path(cfg, tag, seed, checkpoint_dir) if checkpoint_dir is not None else None)
-             for seed in seeds}
-    resuming = resume and all(c is not None and c.exists() for c in ckpts.values())
+    ckpts = {seed: checkpoint_path(cfg, tag, seed, checkpoint_dir) for seed in seeds} if checkpoint_dir is not None \
+        else {}
+    resuming = resume and bool(ckpts) and all(c.exists() for c in ckpts.values())
     if resuming:
         for seed in seeds:
-            check_checkpoint(cfg, tag, seed, checkpoint_dir, resume=True)
+            check_checkpoint(cfg, tag, seed, ckpts[seed].parent, resume=True)
 
     def make(seed: int) -> ContinualLearner:
         if resuming:
@@ -385,7 +388,7 @@ def run_seeds_parallel(
             ens.fit_task(t, bench.tasks[t], iterations=iterations, progress=progress)
         ens.evaluate(bench.tasks, scenarios=list(scenarios))
         for seed, m in zip(seeds, ens.members):
-            if ckpts[seed] is not None:
+            if seed in ckpts:
                 _save(m, ckpts[seed], cfg, tag, seed)  # atomic, per seed: the files a sequential run writes
     wall = time.perf_counter() - t0
     outs = []

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 __all__ = ["seed_stats", "mean_std", "summarize"]
 
 
-def seed_stats(values: list[float]) -> dict:
+def seed_stats(values: Sequence[Optional[float]]) -> dict:
     """n, mean, sample std (``None`` for one value) and standard error std/sqrt(n) of the non-missing values."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     n = len(vals)
@@ -19,7 +19,7 @@ def seed_stats(values: list[float]) -> dict:
     return {"n": n, "mean": statistics.fmean(vals), "std": std, "se": std / math.sqrt(n) if std is not None else None}
 
 
-def mean_std(values: list[float]) -> tuple[Optional[float], Optional[float]]:
+def mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
     """Mean and sample std of the non-missing values (see :func:`seed_stats`)."""
     st = seed_stats(values)
     return st["mean"], st["std"]
@@ -34,7 +34,7 @@ def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
         during_vals = [r["during_average"] for r in res]
         bwt_vals = [r["backward_transfer"] for r in res]
         final, during, bwt = mean_std(final_vals), mean_std(during_vals), mean_std(bwt_vals)
-        ti_vals = []
+        ti_vals: list[Optional[float]] = []
         for r in res:
             last = [v for v in (r["task_inference_matrix"][-1] if r["task_inference_matrix"] else []) if v is not None]
             ti_vals.append(sum(last) / len(last) if last else None)

@@ -8,27 +8,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..activations import ACTIVATIONS, make_activation
 from ..chunking import ChunkPlan
 
 __all__ = ["Generator", "ChunkProjection", "make_activation", "ACTIVATIONS"]
-
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    """An activation module by name (``relu``, ``elu``, ``tanh``, ``sigmoid``, ``leaky_relu``, ``gelu``)."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
-
 
 class ChunkProjection(nn.Module):
     """The output layer that emits chunk values: ``y = h W + b`` with ``W`` stored as ``(in_features, out_features)``.
@@ -67,6 +50,10 @@ class Generator(nn.Module):
     """
 
     supports_growth: bool = False
+    #: the hypernetwork's init scheme ("target_scale" or "von_oswald"; set by the HyperNetwork)
+    init_scheme: str
+    #: the product of all output-layer rescalings so far
+    output_scale: float
 
     def __init__(self, plan: ChunkPlan, task_emb_dim: int) -> None:
         super().__init__()
@@ -76,7 +63,7 @@ class Generator(nn.Module):
     def forward(self, task_emb: torch.Tensor, task_ids: Optional[Sequence[int]] = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def output_layers(self) -> list[nn.Module | nn.Parameter]:
+    def output_layers(self) -> list[torch.Tensor]:
         """The parameters of the layer(s) that emit the chunk values; init-scale calibration multiplies them."""
         raise NotImplementedError
 

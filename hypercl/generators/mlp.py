@@ -44,8 +44,8 @@ class MLPGenerator(Generator):
         self._check_emb(task_emb)
         return self.out(self.body(task_emb)).unsqueeze(1)
 
-    def output_layers(self) -> list[nn.Parameter]:
-        return [self.out.weight, self.out.bias]
+    def output_layers(self) -> list[torch.Tensor]:
+        return [p for p in (self.out.weight, self.out.bias) if p is not None]
 
 
 class ChunkedMLPGenerator(Generator):
@@ -73,8 +73,8 @@ class ChunkedMLPGenerator(Generator):
         x = chunk_inputs(task_emb, self.chunk_embeddings)
         return self.out(self.body(x))
 
-    def output_layers(self) -> list[nn.Parameter]:
-        return [self.out.weight, self.out.bias]
+    def output_layers(self) -> list[torch.Tensor]:
+        return [p for p in (self.out.weight, self.out.bias) if p is not None]
 
 
 def chunk_inputs(task_emb: torch.Tensor, chunk_emb: torch.Tensor) -> torch.Tensor:

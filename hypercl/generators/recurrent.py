@@ -15,7 +15,7 @@ is exact in floating point, so this computes exactly the gates of section 3.3.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import torch
 from torch import nn
@@ -37,6 +37,15 @@ class RecurrentGenerator(Generator):
     """Shared implementation of :class:`LSTMGenerator` and :class:`GRUGenerator`."""
 
     cell: str = "lstm"
+    # GROW's state (enable_growth): shared hidden weights u, fixed identity input map, per-task w^t and W^t
+    identity_ih: torch.Tensor
+    zero_bias_ih: torch.Tensor
+    shared_weight_hh: nn.Parameter
+    shared_bias_hh: nn.Parameter
+    task_weight_ih: nn.ParameterList
+    task_bias_ih: nn.ParameterList
+    task_weight_out: nn.ParameterList
+    task_bias_out: nn.ParameterList
     supports_growth = True
 
     def __init__(
@@ -93,7 +102,7 @@ class RecurrentGenerator(Generator):
             out, _ = torch.gru(pre, h0, params, True, 1, 0.0, self.training, False, True)
         return out
 
-    def output_layers(self) -> list[nn.Parameter]:
+    def output_layers(self) -> list[torch.Tensor]:
         if not self.growing:
             return list(self.out.parameters())
         layers = list(self.task_weight_out)
@@ -107,7 +116,8 @@ class RecurrentGenerator(Generator):
 
         Every already registered task gets a copy of the current input and output weights. A task registered
         later starts, with ``new_task_weights="copy"``, from a copy of the most recent task's weights (forward
-        transfer), with ``"fresh"`` from a new draw of the first task's initial distribution (:meth:`fresh_task_weights`).
+        transfer), with ``"fresh"`` from a new draw of the first task's initial distribution
+        (:meth:`fresh_task_weights`).
         The paper (section 3.3) says only that ``w^t`` and ``W^t`` are task-specific; it does not say how they start.
         """
         if new_task_weights is not None:  # None keeps the choice made before (a checkpoint restore passes None)
@@ -117,15 +127,17 @@ class RecurrentGenerator(Generator):
         if self.growing:
             return
         if self.num_layers != 1:
-            raise ValueError(f"GROW is defined for a single recurrent layer (section 3.3), got num_layers={self.num_layers}")
+            raise ValueError("GROW is defined for a single recurrent layer (section 3.3), "
+                             f"got num_layers={self.num_layers}")
         g = GATES[self.cell] * self.hidden_size
-        dev, dt = self.rnn.weight_hh_l0.device, self.rnn.weight_hh_l0.dtype
-        self.shared_weight_hh = nn.Parameter(self.rnn.weight_hh_l0.detach().clone())
-        self.shared_bias_hh = nn.Parameter(self.rnn.bias_hh_l0.detach().clone())
+        w_hh, b_hh = cast(torch.Tensor, self.rnn.weight_hh_l0), cast(torch.Tensor, self.rnn.bias_hh_l0)
+        dev, dt = w_hh.device, w_hh.dtype
+        self.shared_weight_hh = nn.Parameter(w_hh.detach().clone())
+        self.shared_bias_hh = nn.Parameter(b_hh.detach().clone())
         self.register_buffer("identity_ih", torch.eye(g, device=dev, dtype=dt))
         self.register_buffer("zero_bias_ih", torch.zeros(g, device=dev, dtype=dt))
-        template = [self.rnn.weight_ih_l0, self.rnn.bias_ih_l0, self.out.weight]
-        if self.out_bias:
+        template = [cast(torch.Tensor, self.rnn.weight_ih_l0), cast(torch.Tensor, self.rnn.bias_ih_l0), self.out.weight]
+        if self.out_bias and self.out.bias is not None:
             template.append(self.out.bias)
         self._template = [t.detach().clone() for t in template]
         self.task_weight_ih = nn.ParameterList()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 from torch import nn
 
-from ..generators.base import make_activation
+from ..activations import make_activation
 from .registry import build_model, register_model
 
 __all__ = ["mlp", "MLP"]
@@ -32,5 +32,5 @@ def _mlp(in_features: int, hidden: Sequence[int], out_features: int, activation:
 
 def mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu") -> MLP:
     """An :class:`MLP` tagged for checkpoints, e.g. ``mlp(784, [400, 400], 10)`` for Split MNIST."""
-    return build_model("mlp", in_features=in_features, hidden=list(hidden), out_features=out_features,
-                       activation=activation)
+    return cast(MLP, build_model("mlp", in_features=in_features, hidden=list(hidden), out_features=out_features,
+                       activation=activation))

@@ -26,7 +26,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid: {sorted(MODELS)}")
     module = MODELS[name](**kwargs)
-    module.hypercl_spec = {"name": name, "kwargs": dict(kwargs)}
+    setattr(module, "hypercl_spec", {"name": name, "kwargs": dict(kwargs)})  # noqa: B010 - nn.Module typing
     return module
 
 

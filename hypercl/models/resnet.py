@@ -20,7 +20,7 @@ statistics are buffers, so a caller can keep one set per task (see ``docs/cifar.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -133,10 +133,10 @@ def cifar_resnet(
     depth: int = 32, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)
 ) -> CifarResNet:
     """A :class:`CifarResNet` tagged for checkpoints, e.g. ``cifar_resnet(8, 3)`` for a tiny test network."""
-    return build_model("cifar_resnet", depth=int(depth), num_classes=int(num_classes),
-                       in_channels=int(in_channels), widths=[int(w) for w in widths])
+    return cast(CifarResNet, build_model("cifar_resnet", depth=int(depth), num_classes=int(num_classes),
+                       in_channels=int(in_channels), widths=[int(w) for w in widths]))
 
 
 def resnet32(num_classes: int = 10) -> ResNet32:
     """The ResNet-32 target of the CIFAR experiments (466,906 parameters for 10 classes), tagged for checkpoints."""
-    return build_model("resnet32", num_classes=int(num_classes))
+    return cast(ResNet32, build_model("resnet32", num_classes=int(num_classes)))

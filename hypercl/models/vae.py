@@ -15,7 +15,7 @@ Layout::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class VAE(nn.Module):
         in_features: pixels per image (784 for MNIST, 1024 for MNIST padded to 32×32).
         hidden: hidden layer sizes of the encoder; the decoder uses them in reverse order (``(400, 400)``).
         latent_dim: size of ``z`` (100).
-        activation: hidden activation (see :func:`hypercl.generators.base.make_activation`).
+        activation: hidden activation (see :func:`hypercl.activations.make_activation`).
     """
 
     def __init__(
@@ -60,7 +60,8 @@ class VAE(nn.Module):
         """Bernoulli logits of the pixels (apply ``sigmoid`` for pixel means)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, eps: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, eps: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, mu, logvar)`` with the reparameterised ``z = mu + eps * exp(logvar / 2)``."""
         mu, logvar = self.encode(x)
         if eps is None:
@@ -107,5 +108,5 @@ def _vae(in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim:
 def vae(in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100,
         activation: str = "relu") -> VAE:
     """A :class:`VAE` tagged for checkpoints, e.g. ``vae(784)`` for Split MNIST (the seed paper's 400-400, z=100)."""
-    return build_model("vae", in_features=int(in_features), hidden=[int(h) for h in hidden],
-                       latent_dim=int(latent_dim), activation=activation)
+    return cast(VAE, build_model("vae", in_features=int(in_features), hidden=[int(h) for h in hidden],
+                       latent_dim=int(latent_dim), activation=activation))

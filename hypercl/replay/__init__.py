@@ -11,19 +11,35 @@ replay baselines LwF, DGR and DGR+distill (the seed paper's Table 2). See ``docs
 
 from .classifier import ReplayBatch, ReplayClassifier
 from .generative import (
-    GeneratedSampler, PlainReplay, PlainSampler, SelfPairs, VAELearner, decoder_only, wrap_vae_decoder,
+    GeneratedSampler,
+    PlainReplay,
+    PlainSampler,
+    SelfPairs,
+    VAELearner,
+    decoder_only,
+    wrap_vae_decoder,
 )
 from .losses import hard_labels, masked_distillation_loss, masked_hard_label_loss
 from .runner import (
-    PAPER_TABLE2, REPLAY_METHOD_LABELS, REPLAY_BENCHMARK_CONFIGS, REPLAY_METHOD_SPECS, REPLAY_METHODS, REPLAY_QUICK, build_replay_classifier,
-    build_replay_model, is_replay_method, replay_method_config, run_replay_seed,
+    PAPER_TABLE2,
+    REPLAY_BENCHMARK_CONFIGS,
+    REPLAY_METHOD_LABELS,
+    REPLAY_METHOD_SPECS,
+    REPLAY_METHODS,
+    REPLAY_QUICK,
+    build_replay_classifier,
+    build_replay_model,
+    is_replay_method,
+    replay_method_config,
+    run_replay_seed,
 )
 from .samples import replay_images, write_sample_grid
 
 __all__ = [
     "ReplayBatch", "ReplayClassifier", "GeneratedSampler", "PlainReplay", "PlainSampler", "SelfPairs", "VAELearner",
     "decoder_only", "wrap_vae_decoder", "hard_labels", "masked_distillation_loss", "masked_hard_label_loss",
-    "PAPER_TABLE2", "REPLAY_METHOD_LABELS", "REPLAY_BENCHMARK_CONFIGS", "REPLAY_METHOD_SPECS", "REPLAY_METHODS", "REPLAY_QUICK", "build_replay_classifier",
+    "PAPER_TABLE2", "REPLAY_METHOD_LABELS", "REPLAY_BENCHMARK_CONFIGS", "REPLAY_METHOD_SPECS", "REPLAY_METHODS",
+    "REPLAY_QUICK", "build_replay_classifier",
     "build_replay_model", "is_replay_method", "replay_method_config", "run_replay_seed", "replay_images",
     "write_sample_grid",
 ]

@@ -146,7 +146,7 @@ class ReplayClassifier(ContinualLearner):
         dev = self.device
         old = [t for t in self.learned_tasks if t != task_id]
         if self.scenario == "cl1":
-            if owner is not None:  # each replayed sample on its own task's head
+            if owner is not None and task_ids is not None:  # each replayed sample on its own task's head
                 heads = self.heads.unit_mask(list(task_ids), num_outputs, dev)
                 mask = heads[owner]
                 return torch.arange(n, device=dev), mask, mask

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fisher import diagonal_empirical_fisher, normalize_fisher
 from ..learner import OPTIMIZERS, ContinualLearner, NonFiniteLossError
 from ..models.vae import VAE, vae_loss
-from ..fisher import diagonal_empirical_fisher, normalize_fisher
 from ..target import FunctionalTarget, whole_output, wrap
 
 __all__ = [
@@ -96,7 +96,7 @@ class GeneratedSampler:
 
     conditional = True
 
-    def __init__(self, decoder_target: FunctionalTarget, stacked: "OrderedDict[str, torch.Tensor]",
+    def __init__(self, decoder_target: FunctionalTarget, stacked: OrderedDict[str, torch.Tensor],
                  task_ids: Sequence[int], latent_dim: int) -> None:
         self.decoder_target = decoder_target
         self.stacked = stacked
@@ -189,12 +189,12 @@ class VAELearner(ContinualLearner):
 
     # ------------------------------------------------------------------ weights and samples
     @staticmethod
-    def strip(params: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    def strip(params: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         """``decoder.<name>`` → ``<name>`` (the decoder's own parameter names)."""
         return OrderedDict((n[len(DECODER_PREFIX):], v) for n, v in params.items())
 
     @torch.no_grad()
-    def decoder_weights(self, task_ids: Sequence[int]) -> "OrderedDict[str, torch.Tensor]":
+    def decoder_weights(self, task_ids: Sequence[int]) -> OrderedDict[str, torch.Tensor]:
         """The tasks' generated decoder weights, stacked ``(T, ...)``: ONE hypernetwork call (eval mode)."""
         was = self.hnet.training
         self.hnet.eval()
@@ -283,7 +283,7 @@ class PlainReplay:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
         self.device = torch.device(device)
-        self.vae = vae.to(self.device)
+        self.vae: VAE = vae.to(self.device)
         self.lr = float(lr)
         self.optimizer_name = optimizer
         self.batch_size = int(batch_size)
@@ -323,10 +323,12 @@ class PlainReplay:
         for it in range(steps):
             xb = next(batches)
             opt.zero_grad(set_to_none=True)
-            loss = vae_loss(*self.vae(xb), xb)
+            logits, mu, logvar = self.vae(xb)
+            loss = vae_loss(logits, mu, logvar, xb)
             if previous is not None:
                 xr, _ = previous.sample(len(xb), self.rng)
-                loss = rnt * loss + (1 - rnt) * vae_loss(*self.vae(xr), xr)
+                r_logits, r_mu, r_logvar = self.vae(xr)
+                loss = rnt * loss + (1 - rnt) * vae_loss(r_logits, r_mu, r_logvar, xr)
             loss.backward()
             opt.step()
             losses[it % self.check_every] = loss.detach()

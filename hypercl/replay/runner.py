@@ -32,7 +32,8 @@ from .generative import PlainReplay, VAELearner, wrap_vae_decoder
 from .samples import write_sample_grid
 
 __all__ = [
-    "REPLAY_METHODS", "REPLAY_METHOD_SPECS", "REPLAY_METHOD_LABELS", "PAPER_TABLE2", "REPLAY_BENCHMARK_CONFIGS", "REPLAY_QUICK", "replay_method_config",
+    "REPLAY_METHODS", "REPLAY_METHOD_SPECS", "REPLAY_METHOD_LABELS", "PAPER_TABLE2", "REPLAY_BENCHMARK_CONFIGS",
+    "REPLAY_QUICK", "replay_method_config",
     "is_replay_method", "build_replay_model", "build_replay_classifier", "run_replay_seed",
 ]
 

@@ -50,22 +50,22 @@ class Strategy:
     #: the strategy needs per-task generated weights (a hypernetwork), not one shared weight vector
     needs_hypernetwork: bool = False
 
-    def attach(self, learner: "Learner") -> None:
+    def attach(self, learner: Learner) -> None:
         """Check the learner's model is one this strategy can protect (clear error otherwise)."""
         if self.needs_hypernetwork and not getattr(learner.hnet, "task_conditioned", False):
             raise ValueError(f"strategy {self.name!r} needs a HyperNetwork, got {type(learner.hnet).__name__}")
 
-    def before_task(self, learner: "Learner", task_id: int) -> None:
+    def before_task(self, learner: Learner, task_id: int) -> None:
         """Called before the first step of a task."""
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
         """A scalar added to the task loss (``None`` for none)."""
         return None
 
-    def after_step(self, learner: "Learner", task_id: int) -> None:
+    def after_step(self, learner: Learner, task_id: int) -> None:
         """Called after each optimizer step."""
 
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         """Called after the last step of a task, with the task's training data."""
 
     # ------------------------------------------------------------------ persistence (plain data only)

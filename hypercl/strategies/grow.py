@@ -34,7 +34,7 @@ class Grow(Strategy):
             raise ValueError(f"unknown new_task_weights {new_task_weights!r}; valid: {list(NEW_TASK_WEIGHTS)}")
         self.new_task_weights = new_task_weights
 
-    def attach(self, learner: "Learner") -> None:
+    def attach(self, learner: Learner) -> None:
         super().attach(learner)
         if not getattr(learner.hnet.generator, "supports_growth", False):
             raise ValueError(
@@ -51,12 +51,12 @@ class Grow(Strategy):
     def config(self) -> dict:
         return {"new_task_weights": self.new_task_weights}
 
-    def before_task(self, learner: "Learner", task_id: int) -> None:
+    def before_task(self, learner: Learner, task_id: int) -> None:
         gen = learner.hnet.generator
         if not gen.growing:
             gen.enable_growth(learner.hnet.num_tasks, new_task_weights=self.new_task_weights)
 
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         gen = learner.hnet.generator
         for p in gen.shared_parameters():  # frozen after the first task, shared by all later ones
             p.requires_grad_(False)

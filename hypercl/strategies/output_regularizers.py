@@ -86,7 +86,7 @@ def candidate_step(optimizer: torch.optim.Optimizer) -> dict[nn.Parameter, torch
 class _RawGeneration(nn.Module):
     """Adaptor so ``functional_call`` can evaluate ``hnet.generate_raw`` at shifted parameters Θ_h + ΔΘ_h."""
 
-    def __init__(self, hnet: nn.Module) -> None:
+    def __init__(self, hnet: HyperNetwork) -> None:
         super().__init__()
         self.hnet = hnet
 
@@ -149,7 +149,7 @@ class HNETRegularizer(Strategy):
         return cfg
 
     @torch.no_grad()
-    def before_task(self, learner: "Learner", task_id: int) -> None:
+    def before_task(self, learner: Learner, task_id: int) -> None:
         self.old_ids = [t for t in learner.learned_tasks if t != task_id]
         self.targets, self.snapshot = None, None
         if self.old_ids and self.target_mode == "stored":
@@ -162,16 +162,16 @@ class HNETRegularizer(Strategy):
         """Per-weight importance of the old tasks' weights, ``(T−1, N)``; ``None`` = uniform (eq. 2)."""
         return None
 
-    def _raw_space(self, learner: "Learner") -> tuple[torch.Tensor, torch.Tensor]:
+    def _raw_space(self, learner: Learner) -> tuple[torch.Tensor, torch.Tensor]:
         if self._raw is None:
             self._raw = learner.hnet.to_raw_space(self.targets, self.importance())
         return self._raw
 
-    def draw(self, learner: "Learner") -> Optional[torch.Tensor]:
+    def draw(self, learner: Learner) -> Optional[torch.Tensor]:
         """Positions (into ``old_ids``) of the old tasks regularised this step; ``None`` = all."""
         return draw_old_tasks(len(self.old_ids), self.reg_tasks_per_step, learner.rng)
 
-    def step_targets(self, learner: "Learner", pos: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_targets(self, learner: Learner, pos: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw-space targets and per-weight weights of the regularised old tasks (rows ``pos``, all if None),
         ``(K, padded)`` each: rows of the stored tensors, or generated now from the frozen copy ``Θ*_h``."""
         if self.target_mode == "stored":
@@ -180,7 +180,7 @@ class HNETRegularizer(Strategy):
                 return raw_targets, weight
             rows = pos.to(raw_targets.device)
             return raw_targets[rows], weight[rows]
-        hnet: HyperNetwork = learner.hnet  # type: ignore[assignment]  # attach() checked it is task-conditioned
+        hnet: HyperNetwork = learner.hnet  # attach() checked it is task-conditioned
         if self.snapshot is None:
             raise RuntimeError("targets='online' needs the frozen copy taken by before_task(); call it first")
         ids = self.old_ids if pos is None else [self.old_ids[i] for i in pos.tolist()]
@@ -197,25 +197,27 @@ class HNETRegularizer(Strategy):
         """Per-weight importance of the given old tasks, ``(len(ids), N)``; ``None`` = uniform (eq. 2)."""
         return None
 
-    def current_old_raw(self, learner: "Learner", ids: Optional[list[int]] = None) -> torch.Tensor:
+    def current_old_raw(self, learner: Learner, ids: Optional[list[int]] = None) -> torch.Tensor:
         """Raw generator outputs for the old tasks ``ids`` (default: all) now, ``(len(ids), padded)``, one generator
         call (lookahead applied if on)."""
         hnet = learner.hnet
         ids = self.old_ids if ids is None else ids
         if not self.lookahead:
             return hnet.generate_raw(ids)
+        if learner.optimizer is None:
+            raise RuntimeError("the lookahead needs the task's optimizer: begin the task first")
         steps = candidate_step(learner.optimizer)
         shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
         return functional_call(_RawGeneration(hnet), shifted, (ids,))
 
-    def _step_terms(self, learner: "Learner") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step_terms(self, learner: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(current, targets, weight) of this step's regularised old tasks in raw space, ``(K, padded)`` each."""
         pos = self.draw(learner)
         ids = self.old_ids if pos is None else [self.old_ids[i] for i in pos.tolist()]
         raw_targets, weight = self.step_targets(learner, pos)
         return self.current_old_raw(learner, ids), raw_targets, weight
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
         if not self.old_ids or self.beta == 0:
             return None
         current, raw_targets, scale_sq = self._step_terms(learner)
@@ -287,7 +289,7 @@ class IWRegularizer(HNETRegularizer):
     def config(self) -> dict:
         return {**super().config(), "fisher_samples": self.fisher_samples, "fisher_batch_size": self.fisher_batch_size}
 
-    def before_task(self, learner: "Learner", task_id: int) -> None:
+    def before_task(self, learner: Learner, task_id: int) -> None:
         super().before_task(learner, task_id)
         self.old_fisher = self._stack_old_fisher()
 
@@ -307,13 +309,13 @@ class IWRegularizer(HNETRegularizer):
         extra = [] if self.old_fisher is None else [self.old_fisher]
         return super().held_tensors() + extra + list(self.fisher.values())
 
-    def penalty(self, learner: "Learner", task_id: int) -> Optional[torch.Tensor]:
+    def penalty(self, learner: Learner, task_id: int) -> Optional[torch.Tensor]:
         if not self.old_ids or self.beta == 0:
             return None
         current, raw_targets, raw_fisher = self._step_terms(learner)  # FI ⊙ gain² on the raw outputs: eq. 3
         return importance_weighted_regularizer(current, raw_targets, raw_fisher, self.beta)
 
-    def after_task(self, learner: "Learner", task_id: int, data: Any) -> None:
+    def after_task(self, learner: Learner, task_id: int, data: Any) -> None:
         self.fisher[task_id] = learner.task_fisher(task_id, data, self.fisher_samples, self.fisher_batch_size)
 
     def state_dict(self) -> dict:
