@@ -19,7 +19,7 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 __all__ = [
     "PROTOCOL_VERSION", "ConfigError", "FrozenMap", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig",
@@ -122,6 +122,23 @@ def _take(d: dict[str, Any], where: str, known: Sequence[str]) -> dict[str, Any]
 def _json(obj: Any, names: Sequence[str]) -> dict[str, Any]:
     """``{name: value}`` of the fields in ``names`` whose value is not None (tuples as lists)."""
     return {n: _thaw(getattr(obj, n)) for n in names if getattr(obj, n) is not None}
+
+
+_F = TypeVar("_F", bound="_FlatJson")
+
+
+class _FlatJson:
+    """A config part whose JSON is its non-None fields, in ``_FIELDS`` order, under the entry ``_KEY``."""
+
+    _KEY: ClassVar[str]
+    _FIELDS: ClassVar[tuple[str, ...]]
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self, self._FIELDS)
+
+    @classmethod
+    def from_json(cls: type[_F], d: Mapping[str, Any]) -> _F:
+        return cast(Any, cls)(**_take(dict(d), cls._KEY, cls._FIELDS))
 
 
 @dataclass(frozen=True)
@@ -283,37 +300,29 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_FlatJson):
     """Split CIFAR's on-device training augmentation: random crop (``padding``, filled with ``fill``) + flip."""
 
     kind: Optional[str] = None
     padding: Optional[int] = None
     fill: Optional[str] = None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json(self, ("kind", "padding", "fill"))
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> AugmentConfig:
-        return cls(**_take(dict(d), "augment", ("kind", "padding", "fill")))
+    _KEY = "augment"
+    _FIELDS = ("kind", "padding", "fill")
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(_FlatJson):
     """How CL2/CL3 are evaluated: the task-inference criterion (:mod:`hypercl.task_inference`; ``None``: entropy)."""
 
     task_inference: Optional[str] = None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json(self, ("task_inference",))
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> EvaluationConfig:
-        return cls(**_take(dict(d), "evaluation", ("task_inference",)))
+    _KEY = "evaluation"
+    _FIELDS = ("task_inference",)
 
 
 @dataclass(frozen=True)
-class ValidationConfig:
+class ValidationConfig(_FlatJson):
     """Evaluation on a held-out validation split: ``size_per_task`` training samples per task carved with
     ``split_seed``, and the ``calibration`` fitted on it (``scripts/fidelity.py``'s calibrated rows)."""
 
@@ -321,12 +330,8 @@ class ValidationConfig:
     split_seed: int
     calibration: Optional[str] = None
 
-    def to_json(self) -> dict[str, Any]:
-        return _json(self, ("size_per_task", "split_seed", "calibration"))
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ValidationConfig:
-        return cls(**_take(dict(d), "validation", ("size_per_task", "split_seed", "calibration")))
+    _KEY = "validation"
+    _FIELDS = ("size_per_task", "split_seed", "calibration")
 
 
 @dataclass(frozen=True)
@@ -518,7 +523,7 @@ class ReplayModelConfig:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_FlatJson):
     """How replayed samples train the classifier: soft/hard ``targets``, KD ``temperature``, ``mixing`` of the
     current and replayed losses, their weight and batch size, and where replayed inputs come from (``source``)."""
 
@@ -529,29 +534,19 @@ class DistillConfig:
     replay_batch_size: int
     source: str
 
-    _ORDER = ("targets", "temperature", "mixing", "replay_weight", "replay_batch_size", "source")
-
-    def to_json(self) -> dict[str, Any]:
-        return _json(self, self._ORDER)
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DistillConfig:
-        return cls(**_take(dict(d), "distill", cls._ORDER))
+    _KEY = "distill"
+    _FIELDS = ("targets", "temperature", "mixing", "replay_weight", "replay_batch_size", "source")
 
 
 @dataclass(frozen=True)
-class SampleGridConfig:
+class SampleGridConfig(_FlatJson):
     """The PNG grid of replayed samples written after a replay run: samples per task and the sampling seed."""
 
     per_task: int = 10
     seed: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {"per_task": self.per_task, "seed": self.seed}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> SampleGridConfig:
-        return cls(**_take(dict(d), "sample_grid", ("per_task", "seed")))
+    _KEY = "sample_grid"
+    _FIELDS = ("per_task", "seed")
 
 
 @dataclass(frozen=True)

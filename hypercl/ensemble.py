@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-from torch import nn
 from torch.func import functional_call, vmap
 
 from .batches import stack_inputs
@@ -35,6 +34,7 @@ from .hypernetwork import HyperNetwork
 from .learner import ContinualLearner, NonFiniteLossError, make_optimizer
 from .regularizers import hnet_output_regularizer, importance_weighted_regularizer
 from .strategies import Grow, HNETRegularizer, IWRegularizer, NoRegularizer, candidate_step
+from .strategies.output_regularizers import RawGeneration
 
 __all__ = ["SeedEnsemble", "ensemble_recurrence"]
 
@@ -66,15 +66,6 @@ def ensemble_recurrence(pre: torch.Tensor, weight_hh: torch.Tensor, bias_hh: tor
     else:
         out, _ = torch.gru(big_in, h0, [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, train, False, True)
     return out.reshape(b, length, s, h).permute(2, 0, 1, 3)
-
-
-class _RawGeneration(nn.Module):
-    def __init__(self, hnet: HyperNetwork) -> None:
-        super().__init__()
-        self.hnet = hnet
-
-    def forward(self, task_ids: list[int]) -> torch.Tensor:
-        return self.hnet.generate_raw(task_ids)
 
 
 class SeedEnsemble:
@@ -170,7 +161,7 @@ class SeedEnsemble:
         hnet = self.members[0].hnet
         gen = hnet.generator
         if not isinstance(gen, RecurrentGenerator):
-            module = _RawGeneration(hnet)
+            module = RawGeneration(hnet)
 
             def one(p: dict, b: dict) -> torch.Tensor:
                 state = {f"hnet.{n}": v for n, v in p.items()}

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..hypernetwork import HyperNetwork
     from .base import Learner
 
-__all__ = ["TARGET_MODES", "HNETRegularizer", "IWRegularizer", "candidate_step", "check_reg_tasks_per_step",
-           "draw_old_tasks"]
+__all__ = ["TARGET_MODES", "RawGeneration", "HNETRegularizer", "IWRegularizer", "candidate_step",
+           "check_reg_tasks_per_step", "draw_old_tasks"]
 
 #: where the targets ``f_h(e_t, c, Θ*_h)`` of eq. 2/3 come from: stored once per task as a ``(T−1, N)`` tensor, or
 #: generated on the fly from a frozen copy of the hypernetwork's parameters ``Θ*_h`` for the tasks drawn this step
@@ -83,7 +83,7 @@ def candidate_step(optimizer: torch.optim.Optimizer) -> dict[nn.Parameter, torch
     return steps
 
 
-class _RawGeneration(nn.Module):
+class RawGeneration(nn.Module):
     """Adaptor so ``functional_call`` can evaluate ``hnet.generate_raw`` at shifted parameters Θ_h + ΔΘ_h."""
 
     def __init__(self, hnet: HyperNetwork) -> None:
@@ -186,7 +186,7 @@ class HNETRegularizer(Strategy):
         ids = self.old_ids if pos is None else [self.old_ids[i] for i in pos.tolist()]
         pad = hnet.plan.padding
         with torch.no_grad():
-            raw_targets = functional_call(_RawGeneration(hnet), {f"hnet.{n}": v for n, v in self.snapshot.items()},
+            raw_targets = functional_call(RawGeneration(hnet), {f"hnet.{n}": v for n, v in self.snapshot.items()},
                                           (ids,))
             sq_gain = F.pad(hnet.weight_gain.square(), (0, pad))
             imp = self.importance_of(ids)
@@ -208,7 +208,7 @@ class HNETRegularizer(Strategy):
             raise RuntimeError("the lookahead needs the task's optimizer: begin the task first")
         steps = candidate_step(learner.optimizer)
         shifted = {f"hnet.{n}": p + steps[p] for n, p in hnet.named_parameters() if p in steps}
-        return functional_call(_RawGeneration(hnet), shifted, (ids,))
+        return functional_call(RawGeneration(hnet), shifted, (ids,))
 
     def _step_terms(self, learner: Learner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(current, targets, weight) of this step's regularised old tasks in raw space, ``(K, padded)`` each."""
