@@ -199,9 +199,11 @@ class EntropyGradient(Criterion):
         tangents[:, t] = emb  # ∂e(α)/∂α_t = e_t; the tasks' own rows do not move
 
         def one(tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return jvp(gen, (rows,), (tangent,))
+            res = jvp(gen, (rows,), (tangent,))
+            return res[0], res[1]
 
-        flat, dflat = torch.func.vmap(one, out_dims=(None, 0))(tangents)
+        out_dims: Any = (None, 0)  # torch's annotation omits None entries, which vmap accepts
+        flat, dflat = torch.func.vmap(one, out_dims=out_dims)(tangents)
         target = cands.target
         return Candidates(target, ids, target.unflatten(flat[:t]), cands.buffers, None, cands.temperatures,
                           {"mixed": target.unflatten(flat[t]), "tangents": target.unflatten(dflat[:, t])})
@@ -297,7 +299,7 @@ def _value(text: str) -> Union[int, float, str]:
     return text
 
 
-def get_criterion(spec: Union[None, str, Criterion]) -> Criterion:
+def get_criterion(spec: Union[str, Criterion, None]) -> Criterion:
     """A criterion from ``None`` (the default, entropy), an instance, or ``"name"`` / ``"name:key=value,..."``."""
     if isinstance(spec, Criterion):
         return spec
@@ -354,7 +356,7 @@ def _inputs(x: Any) -> Any:
 
 
 @torch.no_grad()
-def surprise_scores(learner: Any, x: Any, task_inference: Union[None, str, Criterion] = None,
+def surprise_scores(learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None,
                     batch_size: Optional[int] = None) -> torch.Tensor:
     """``(T, N)``: the criterion's surprise of every learned task (rows in ``learner.learned_tasks`` order) on every
     input of ``x`` (a tensor, a tuple/dict of them, or a test set with ``x_test``, of which only ``x_test`` is read);
@@ -376,7 +378,7 @@ def surprise_scores(learner: Any, x: Any, task_inference: Union[None, str, Crite
             bufs = {n: torch.stack([learner.task_buffers[t][n] for t in learned]) for n in names}
         cands = make_candidates(learner.hnet, learner.target, learned, crit, bufs)
         n = batch_len(x)
-        bs = int(batch_size or getattr(learner, "eval_batch_size", 1000))
+        bs = int(batch_size) if batch_size else int(getattr(learner, "eval_batch_size", 1000))
         out, mask = [], None
         for i in range(0, n, bs):
             xb = inputs_to(slice_inputs(x, i, min(i + bs, n)), learner.device)
@@ -390,7 +392,7 @@ def surprise_scores(learner: Any, x: Any, task_inference: Union[None, str, Crite
         learner.target.train(was[1])
 
 
-def infer_tasks(learner: Any, x: Any, task_inference: Union[None, str, Criterion] = None,
+def infer_tasks(learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None,
                 batch_size: Optional[int] = None) -> torch.Tensor:
     """The inferred task id of every input in ``x`` (as :func:`surprise_scores` takes it), among the learner's learned
     tasks: the lowest surprise per sample."""

@@ -311,8 +311,8 @@ def tiny_split():
     return SplitMNIST(root=DATA, download=False, max_train_per_task=96, max_test_per_task=40)
 
 
-RESULT_KEYS = {"scenario", "tasks", "rows", "matrix", "task_inference_matrix", "final_average", "during",
-               "during_average", "backward_transfer"}
+RESULT_KEYS = {"scenario", "tasks", "rows", "matrix", "task_inference_matrix", "task_inference_confusion",
+               "task_inference_method", "final_average", "during", "during_average", "backward_transfer"}
 
 
 def _check_results(out, scenarios):

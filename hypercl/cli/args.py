@@ -9,7 +9,8 @@ import torch
 
 from .. import __version__
 
-__all__ = ["build_parser", "Parser", "AllMethods", "methods", "int_list", "float_list", "scenarios", "device", "criteria"]
+__all__ = ["build_parser", "Parser", "AllMethods", "methods", "int_list", "float_list", "scenarios", "device",
+           "criteria"]
 
 
 class AllMethods(list):

@@ -16,11 +16,11 @@ import torch
 
 from .. import __version__
 from ..checkpoint import CheckpointError, atomic_write_text
+from ..config import ReplayRunConfig
 from ..data import DatasetIntegrityError, DatasetNotFoundError
 from ..devices import device_name
 from ..distributed import DistributedContext, init_distributed, shutdown
 from ..experiments import format_table, plot_matrices, run_seed, summarize
-from ..config import ReplayRunConfig
 from ..experiments.report import format_table3, merge_results, results_path, size_notes
 from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
 from ..learner import NonFiniteLossError
@@ -109,7 +109,8 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                 seed = job_seeds[0]
                 rdir = replay_dir(cfg, out / "checkpoints")
                 if main_rank and not (rdir / "run.json").exists():
-                    atomic_write_text(json.dumps(cfg.to_json(), indent=1), rdir / "run.json")  # the identity, for --resume
+                    # the identity, for --resume
+                    atomic_write_text(json.dumps(cfg.to_json(), indent=1), rdir / "run.json")
                 new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
                                             progress=not args.no_progress, checkpoint_dir=rdir,
                                             resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]

@@ -272,7 +272,7 @@ def _compact_table(rs: list[dict], scen: list[str], bench: str) -> list[str]:
     if reduced:
         title += " — REDUCED RUN (--quick)"
     lines = _render(title, header, rows, markdown=False)
-    return lines[:-1] + ["(--wide: sd, se, during averages, CL3 task inference, the paper's numbers)", ""]
+    return [*lines[:-1], "(--wide: sd, se, during averages, CL3 task inference, the paper's numbers)", ""]
 
 
 def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
