@@ -334,8 +334,26 @@ class ValidationConfig(_FlatJson):
     _FIELDS = ("size_per_task", "split_seed", "calibration")
 
 
+_R = TypeVar("_R", bound="_RunIdentity")
+
+
+class _RunIdentity:
+    """The identity of a whole run configuration: its JSON's fingerprint; copies with fields changed."""
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the SHA-256 of the canonical JSON of :meth:`to_json`: the run identity."""
+        return config_hash(self.to_json())
+
+    def replace(self: _R, **changes: Any) -> _R:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return cast(Any, replace)(self, **changes)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_RunIdentity):
     """One classifier run: everything that decides its numbers (see the module docstring)."""
 
     method: str
@@ -374,10 +392,6 @@ class RunConfig:
             d["protocol"] = self.protocol
         return d
 
-    def fingerprint(self) -> str:
-        """16 hex digits of the SHA-256 of the canonical JSON of :meth:`to_json`: the run identity."""
-        return config_hash(self.to_json())
-
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
         """The config of a JSON object (a results file's ``"config"``); unknown or missing entries raise
@@ -413,10 +427,6 @@ class RunConfig:
         one, as it always did)."""
         warnings.warn("RunConfig.from_dict is deprecated; use from_json", DeprecationWarning, stacklevel=2)
         return cls.from_json({"protocol": PROTOCOL_VERSION, **d})
-
-    def replace(self, **changes: Any) -> RunConfig:
-        """A copy with some fields changed (``dataclasses.replace``)."""
-        return replace(self, **changes)
 
     def validate(self) -> RunConfig:
         """Values that cannot run raise :class:`ConfigError` naming the option (before any data is loaded)."""
@@ -550,7 +560,7 @@ class SampleGridConfig(_FlatJson):
 
 
 @dataclass(frozen=True)
-class ReplayRunConfig:
+class ReplayRunConfig(_RunIdentity):
     """One replay-setting run (the seed paper's Table 2): classifier, replay model (``None``: LwF, no generator),
     distillation settings."""
 
@@ -575,10 +585,6 @@ class ReplayRunConfig:
             d["protocol"] = self.protocol
         return d
 
-    def fingerprint(self) -> str:
-        """16 hex digits of the SHA-256 of the canonical JSON of :meth:`to_json`: the run identity."""
-        return config_hash(self.to_json())
-
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ReplayRunConfig:
         d = _take(dict(d), "config", ("benchmark", "method", "setting", "quick", "classifier", "train", "replay",
@@ -591,10 +597,6 @@ class ReplayRunConfig:
                    sample_grid=SampleGridConfig.from_json(d.get("sample_grid", {})),
                    setting=d.get("setting", "replay"),
                    protocol=int(d["protocol"]) if "protocol" in d else None)
-
-    def replace(self, **changes: Any) -> ReplayRunConfig:
-        """A copy with some fields changed (``dataclasses.replace``)."""
-        return replace(self, **changes)
 
 
 AnyRunConfig = Union[RunConfig, ReplayRunConfig]
