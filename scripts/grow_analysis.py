@@ -24,6 +24,7 @@ runner's ``val_size``) and checkpoints it, so a hypothesis about task inference 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -35,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fidelity  # the campaign driver: variant configs, identities, record paths
 
+from hypercl.config import RunConfig
 from hypercl.experiments.runner import build_benchmark, run_seed
 from hypercl.learner import ContinualLearner
 from hypercl.scenarios import confusion_matrix, masked_entropy
@@ -187,11 +189,11 @@ def analyse(learner: ContinualLearner, data: list[tuple[torch.Tensor, torch.Tens
 
 
 # ---------------------------------------------------------------- finished seeds
-def variant_config(variant: str, val: bool = False) -> dict:
+def variant_config(variant: str, val: bool = False) -> RunConfig:
     """The campaign's config of ``variant``; with ``val`` its ``train-val`` twin (VAL_SIZE samples held out)."""
     cfg = fidelity.variant_config(variant)
     if val:
-        cfg["benchmark"]["val_size"] = VAL_SIZE
+        cfg = cfg.replace(benchmark=dataclasses.replace(cfg.benchmark, val_size=VAL_SIZE))
     return cfg
 
 
@@ -228,7 +230,7 @@ def train_val(variant: str, seeds: list[int], out: Path, data_root: str | None) 
         ck = out / "ckpt" / f"{variant}-{ident}"
         ck.mkdir(parents=True, exist_ok=True)
         raw = run_seed(cfg, bench, seed, scenarios=fidelity.SCENARIOS, checkpoint_dir=ck, resume=True)
-        rec = {"variant": variant, "identity": ident, "seed": seed, "config": cfg,
+        rec = {"variant": variant, "identity": ident, "seed": seed, "config": cfg.to_json(),
                "environment": fidelity.environment(),
                "run": {"val": raw.get("val"), "test_final_cl3": raw["scenarios"]["cl3"]["final_average"]}}
         path.write_text(json.dumps(rec, indent=1) + "\n")
