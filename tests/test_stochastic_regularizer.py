@@ -196,7 +196,7 @@ def test_todays_run_identities_are_unchanged():
                 == base
             if HNET_METHODS[method][1] in ("hnet", "iwr"):
                 k8 = run_config(method_config, bench, method, reg_tasks_per_step=8)
-                assert k8.fingerprint() != base and k8.to_dict()["strategy"]["kwargs"]["reg_tasks_per_step"] == 8
+                assert k8.fingerprint() != base and k8.to_json()["strategy"]["kwargs"]["reg_tasks_per_step"] == 8
     # the committed fidelity records: their identities still hash from today's configs
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import fidelity
