@@ -210,3 +210,15 @@ def test_the_old_dict_methods_still_work_with_a_deprecation_warning() -> None:
     assert cfg == run_config(method_config, "split_mnist", "lstm_net_iwr")
     with pytest.warns(DeprecationWarning, match="to_json"):
         assert cfg.to_dict() == cfg.to_json()
+
+
+def test_grow_analysis_train_val_identities_are_unchanged() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import grow_analysis
+
+    for variant in ("lstm_net_grow", "lstm_net_grow_fresh", "hnet"):
+        before = old.variant_config(variant)
+        before["benchmark"]["val_size"] = grow_analysis.VAL_SIZE
+        assert fidelity.identity(grow_analysis.variant_config(variant, val=True)) == old.identity(before), variant
