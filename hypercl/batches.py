@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -28,7 +29,7 @@ import torch
 __all__ = [
     "Inputs", "call_args", "batch_len", "index_inputs", "slice_inputs", "inputs_to", "concat_inputs",
     "stack_inputs", "map_inputs", "pick_logits", "whole_output", "TaskSource", "task_source", "split_batch",
-    "check_labels", "DataError",
+    "check_labels", "DataError", "cast_floats", "DtypeCastWarning",
 ]
 
 log = logging.getLogger("hypercl")
@@ -97,6 +98,26 @@ def slice_inputs(x: Any, start: int, stop: int) -> Any:
 def inputs_to(x: Any, device: torch.device) -> Any:
     """``x`` on ``device`` (non-blocking copies)."""
     return map_inputs(lambda t: t.to(device, non_blocking=True), x)
+
+
+class DtypeCastWarning(UserWarning):
+    """Float inputs of another dtype than the target's were cast to the target's dtype."""
+
+
+def cast_floats(x: Any, dtype: torch.dtype, task: Any = "?", warned: Optional[set] = None) -> Any:
+    """``x`` with every floating tensor of another dtype cast to ``dtype`` (e.g. float64 numpy data for a float32
+    target), with a :class:`DtypeCastWarning` per dtype pair not yet in ``warned`` (then added; ``None``: always);
+    integer inputs (token ids) and tensors of ``dtype`` are untouched."""
+    other = [t.dtype for t in _leaves(x) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype]
+    if not other:
+        return x
+    if warned is None or (other[0], dtype) not in warned:
+        if warned is not None:
+            warned.add((other[0], dtype))
+        warnings.warn(f"task {task}: float inputs of dtype {other[0]} are cast to the target network's {dtype} "
+                      "(give the data in that dtype to avoid the copy)", DtypeCastWarning, stacklevel=4)
+    return map_inputs(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()
+                      and t.dtype != dtype else t, x)
 
 
 def concat_inputs(xs: Sequence[Any]) -> Any:
@@ -209,6 +230,12 @@ class TaskSource:
     batches: Optional[Iterable] = None
     num_classes: Optional[int] = None  # the data's own count (a benchmark task's), when it has one
     labels: bool = True  # whether ``y`` are class indices (checked); False for a VAE's targets (its inputs)
+    float_dtype: Optional[torch.dtype] = None  # float inputs of another dtype are cast to it (the target's dtype)
+    cast_warned: Optional[set] = None  # the dtype pairs already warned about (shared by one learner's sources)
+
+    def _to(self, x: Any, device: torch.device) -> Any:
+        x = inputs_to(x, device)
+        return x if self.float_dtype is None else cast_floats(x, self.float_dtype, self.task, self.cast_warned)
 
     def batch_iterable(self) -> Iterable:
         """The iterable of batches (the data is not in memory)."""
@@ -283,7 +310,7 @@ class TaskSource:
                 order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
                 for i in range(0, n, batch_size):
                     idx = order[i : i + batch_size]
-                    yield inputs_to(index_inputs(x, idx), device), y[idx.to(y.device)].to(device, non_blocking=True)
+                    yield self._to(index_inputs(x, idx), device), y[idx.to(y.device)].to(device, non_blocking=True)
         else:
             while True:
                 empty = True
@@ -303,7 +330,7 @@ class TaskSource:
             n = len(y) if limit is None else min(len(y), int(limit))
             step = batch_size or n
             for i in range(0, n, step):
-                yield inputs_to(slice_inputs(x, i, min(i + step, n)), device), y[i : min(i + step, n)].to(device)
+                yield self._to(slice_inputs(x, i, min(i + step, n)), device), y[i : min(i + step, n)].to(device)
             return
         for batch in self.batch_iterable():
             if limit is not None and seen >= limit:
@@ -317,7 +344,7 @@ class TaskSource:
             if limit is not None and seen + len(yb) > limit:
                 xb, yb = slice_inputs(xb, 0, limit - seen), yb[: limit - seen]
             seen += len(yb)
-            yield inputs_to(xb, device), yb.to(device, non_blocking=True)
+            yield self._to(xb, device), yb.to(device, non_blocking=True)
 
     def subset(self, num_samples: Optional[int], generator: torch.Generator, batch_size: int,
                device: torch.device) -> Iterator[tuple[Any, torch.Tensor]]:
@@ -330,7 +357,7 @@ class TaskSource:
         n = len(y) if num_samples is None else min(len(y), int(num_samples))
         idx = torch.randperm(len(y), generator=generator)[:n]
         for i in idx.split(batch_size):
-            yield inputs_to(index_inputs(x, i), device), y[i.to(y.device)].to(device, non_blocking=True)
+            yield self._to(index_inputs(x, i), device), y[i.to(y.device)].to(device, non_blocking=True)
 
 
 def task_source(data: Any, task: Any = "?", split: str = "train") -> TaskSource:

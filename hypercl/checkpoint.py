@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_save", "atomic_write_text", "atomic_save_figure", "load_checkpoint", "FORMAT",
-           "VERSION",
+__all__ = ["CheckpointError", "FileWriteError", "DiskFullError", "one_line", "atomic_save", "atomic_write_text",
+           "atomic_save_figure", "load_checkpoint", "FORMAT", "VERSION",
            "payload_digest", "clean_stale_tmp"]
 
 FORMAT = "hypercl-checkpoint"
@@ -23,28 +25,82 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit what it is loaded into."""
 
 
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line (newlines and runs of blanks collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)
     return old
 
 
-def _atomic(path: Union[str, os.PathLike], write: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid is in the name, so clean_stale_tmp removes only the leftovers of dead processes
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+class FileWriteError(OSError):
+    """A results file, plot or checkpoint could not be written; the message is one line naming the file (the file
+    that was there before is unchanged: writes are atomic)."""
+
+    def __init__(self, path: Union[str, os.PathLike], message: str, errno_: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+        self.errno = errno_
+
+
+class DiskFullError(FileWriteError):
+    """No space left on the disk (or quota) for a file; ``needed`` and ``free`` in bytes (``free`` may be None)."""
+
+    def __init__(self, path: Union[str, os.PathLike], needed: int, free: Optional[int]) -> None:
+        self.needed, self.free = int(needed), free
+        room = f", {_mb(free)} free there" if free is not None else ""
+        super().__init__(path, f"no space left on the disk to write {path} (it needs {_mb(needed)}{room}); "
+                               "the previous version of the file is unchanged", errno.ENOSPC)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
+
+
+def _free_bytes(folder: Path) -> Optional[int]:
     try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _write_bytes(path: Path, f: Any, data: bytes) -> None:
+    """The one place bytes reach a file: ``data`` into the open temporary file ``f`` of ``path`` (tests replace it
+    to simulate a full disk)."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _atomic(path: Union[str, os.PathLike], data: bytes) -> Path:
+    """Write ``data`` to a temporary file in ``path``'s folder, then ``os.replace`` it onto ``path``. A full disk or
+    another OS error is a :class:`DiskFullError` / :class:`FileWriteError` naming ``path``; the old file is kept."""
+    path = Path(path)
+    tmp: Optional[str] = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        free = _free_bytes(path.parent)
+        if free is not None and free < len(data):
+            raise DiskFullError(path, len(data), free)
+        # the writer's pid is in the name, so clean_stale_tmp removes only the leftovers of dead processes
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_bytes(path, f, data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared: honour the umask
         os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        if isinstance(e, FileWriteError) or not isinstance(e, OSError):
+            raise
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise DiskFullError(path, len(data), _free_bytes(path.parent)) from e
+        raise FileWriteError(path, f"could not write {path}: {e.strerror or e}", e.errno) from e
     return path
 
 
@@ -104,15 +160,18 @@ def payload_digest(state: dict) -> str:
 def atomic_save(obj: Any, path: Union[str, os.PathLike]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``. A hypercl checkpoint
     (a dict with the format marker) gets the :func:`payload_digest` of its content, verified by
-    :func:`load_checkpoint`."""
+    :func:`load_checkpoint`. The file is serialised in memory first, so a full disk is a :class:`DiskFullError`
+    that knows the size needed (not torch's zip-writer error)."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         obj = {**obj, "digest": payload_digest(obj)}
-    return _atomic(path, lambda f: torch.save(obj, f))
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return _atomic(path, buf.getvalue())
 
 
 def atomic_write_text(text: str, path: Union[str, os.PathLike]) -> Path:
     """Write a text file (e.g. results JSON) atomically."""
-    return _atomic(path, lambda f: f.write(text.encode("utf-8")))
+    return _atomic(path, text.encode("utf-8"))
 
 
 def atomic_save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) -> Path:
@@ -120,7 +179,9 @@ def atomic_save_figure(fig: Any, path: Union[str, os.PathLike], dpi: int = 110) 
     import matplotlib.pyplot as plt
 
     try:
-        return _atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return _atomic(path, buf.getvalue())
     finally:
         plt.close(fig)
 
@@ -133,11 +194,14 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = None) -> 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated or not a torch file
-        raise CheckpointError(f"{path} is not a readable hypercl checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(one_line(f"{path} is not a readable hypercl checkpoint ({type(e).__name__}: {e})", 300)
+                              + "; remove it (or restore a good copy) and train again") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a hypercl checkpoint (no '{FORMAT}' marker)")
+        raise CheckpointError(f"{path} is not a hypercl checkpoint (no '{FORMAT}' marker); give a file that "
+                              "ContinualLearner.save or hypercl run wrote")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}, this hypercl reads {VERSION}")
+        raise CheckpointError(one_line(f"{path} has checkpoint version {state.get('version')!r}, this hypercl reads "
+                                       f"{VERSION}; load it with the hypercl that wrote it, or train again"))
     digest = state.get("digest")
     if digest is None:
         raise CheckpointError(f"{path} has no payload digest (written by an older hypercl); it cannot be verified: "

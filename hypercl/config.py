@@ -32,6 +32,12 @@ __all__ = [
 #: bump when a change to the training/evaluation protocol makes old numbers incomparable with new ones
 PROTOCOL_VERSION = 2
 
+#: the largest ``--lr`` / ``--beta`` accepted, far above every published setting (the seed paper's grids stay at
+#: lr <= 0.01 and beta <= 1); values beyond them (``1e308``) overflow float32 in the first steps, so they are refused
+#: as typos before any data is loaded
+LR_MAX = 10.0
+BETA_MAX = 1e6
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot run, or a stored config this version cannot read; the message names the
@@ -437,11 +443,11 @@ class RunConfig(_RunIdentity):
             raise ConfigError(f"--epochs must be at least 1, got {tr.epochs}")
         if tr.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {tr.batch_size}")
-        if not tr.lr > 0:
-            raise ConfigError(f"--lr must be a positive number, got {tr.lr}")
+        if not (isinstance(tr.lr, (int, float)) and 0 < tr.lr <= LR_MAX):  # also refuses nan and inf
+            raise ConfigError(f"--lr must be a finite number in (0, {LR_MAX:g}], got {tr.lr}")
         beta = self.strategy.beta
-        if beta is not None and not beta >= 0:
-            raise ConfigError(f"--beta must be zero or positive, got {beta}")
+        if beta is not None and not (isinstance(beta, (int, float)) and 0 <= beta <= BETA_MAX):
+            raise ConfigError(f"--beta must be a finite number in [0, {BETA_MAX:g}], got {beta}")
         b = self.benchmark
         for key in ("max_train_per_task", "max_test_per_task", "num_tasks"):
             v = getattr(b, key)

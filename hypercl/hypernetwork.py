@@ -43,6 +43,9 @@ def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
     if not ids:
         raise ValueError("task_ids is empty")
     bad = [i for i in ids if not 0 <= i < num_tasks]
+    if bad and num_tasks == 0:
+        raise KeyError(f"unknown task id(s) {bad}: this model has no tasks yet; learn one with fit_task() or "
+                       "register it with add_task()")
     if bad:
         raise KeyError(
             f"unknown task id(s) {bad}: this model has {num_tasks} task(s) (ids 0..{num_tasks - 1}); "
@@ -212,6 +215,9 @@ class HyperNetwork(nn.Module):
         self.generator.init_scheme = init  # GROW's fresh per-task weights follow the same scheme
         self.register_buffer("weight_offset", offset)
         self.register_buffer("weight_gain", gain)
+        dtype = self._target.dtype
+        if dtype.is_floating_point and dtype != gain.dtype:  # a float64 target gets a float64 hypernetwork
+            self.to(dtype)
         self.init_scaling = bool(init_scaling) and init == "target_scale"
         for _ in range(int(num_tasks or 0)):
             self.add_task()
@@ -232,7 +238,7 @@ class HyperNetwork(nn.Module):
         """Register a new task (a fresh ``N(0, 1)`` embedding, under either init; GROW weights if growth is on);
         returns its id."""
         ref = self.weight_gain
-        self.task_embeddings.append(nn.Parameter(torch.randn(self.task_emb_dim, device=ref.device)))
+        self.task_embeddings.append(nn.Parameter(torch.randn(self.task_emb_dim, device=ref.device, dtype=ref.dtype)))
         task_id = self.num_tasks - 1
         self.generator.on_add_task(task_id)
         return task_id
@@ -295,7 +301,7 @@ class HyperNetwork(nn.Module):
     @torch.no_grad()
     def _calibrate(self, ref_std: float) -> None:
         """Rescale the generator's output layer so raw outputs have std ``ref_std`` at init (probe embeddings)."""
-        probe = torch.randn(4, self.task_emb_dim, device=self.weight_gain.device)
+        probe = torch.randn(4, self.task_emb_dim, device=self.weight_gain.device, dtype=self.weight_gain.dtype)
         ids = [0] * 4 if self.num_tasks else None
         if getattr(self.generator, "growing", False) and ids is None:
             return

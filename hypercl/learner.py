@@ -6,6 +6,7 @@ Evaluation (the CL1/CL2/CL3 scenarios and the accuracy matrix) lives in :mod:`hy
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -100,6 +101,8 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         self.scenario = check_scenario(scenario)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if int(batch_size) <= 0 or int(eval_batch_size) <= 0:
             raise ValueError(f"batch sizes must be positive, got {batch_size}, {eval_batch_size}")
         if distributed is not None:
@@ -125,6 +128,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
         self.rng = torch.Generator().manual_seed(self.seed)
+        self._cast_warned: set = set()  # dtype pairs of input data already warned about (cast to the target's)
         self.progress = bool(progress)
         self.check_every = max(1, int(check_every))
         self.train_transform = train_transform
@@ -164,6 +168,8 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
     def _source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
         src = task_source(data, task_id, split)
         src.labels = self.class_labels
+        src.float_dtype = self.target.dtype
+        src.cast_warned = self._cast_warned
         return src
 
     def _infer_num_classes(self, data: Any, num_classes: Optional[int], task_id: Any = "?") -> int:
@@ -288,7 +294,16 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
             raise ValueError(f"task_id must be an int >= 0, got {task_id!r}")
         k = self._infer_num_classes(source, num_classes)
         source.check(k)
+        modes = (self.hnet.training, self.target.training)  # the user's modes, restored when the task is learned
         self.begin_task(task_id, k)
+        try:
+            return self._fit_steps(task_id, data, source, steps, bs, k, callback)
+        finally:
+            self.hnet.train(modes[0])
+            self.target.train(modes[1])
+
+    def _fit_steps(self, task_id: int, data: Data, source: TaskSource, steps: int, bs: int, k: int,
+                   callback: Optional[Callable[[int, torch.Tensor], None]]) -> dict:
         self.hnet.train()
         self.target.train()
         losses = torch.zeros(self.check_every, device=self.device)

@@ -10,12 +10,13 @@ from typing import Any, Callable, Optional, Union, cast
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
+from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, one_line
 from .direct import DirectWeights
 from .distributed import DistributedContext
 from .hypernetwork import HyperNetwork
 from .learner_fields import LearnerFields
 from .models.registry import build_model, model_spec
+from .state_check import check_learner_state
 from .strategies import Strategy, get_strategy
 from .target_forward import dtype_name, plain
 
@@ -58,6 +59,9 @@ class Checkpointing(LearnerFields):
             "model_extra": {} if is_hnet else hnet.state_extra(),
             "requires_grad": {n: p.requires_grad for n, p in hnet.named_parameters()},
             "target_buffers": OrderedDict((n, b) for n, b in self.target.module.named_buffers()),
+            # the parameters the hypernetwork does not generate (frozen layers) decide the outputs too
+            "target_frozen": self.target.frozen_parameters(),
+            "dtype": dtype_name(self.target.dtype),
             "task_buffers": {t: dict(b) for t, b in self.task_buffers.items()},
             "strategy": {"name": self.strategy.name, "config": self.strategy.config(),
                          "state": self.strategy.state_dict()},
@@ -111,34 +115,49 @@ class Checkpointing(LearnerFields):
         """
         state = load_checkpoint(path, map_location="cpu")
         try:
-            if hnet is None:
-                if model is None:
-                    spec = state["model_spec"]
-                    if spec is None:
-                        raise CheckpointError(
-                            f"{path}: the target is not a registered hypercl model; pass model= (a fresh instance "
-                            "of the same architecture) to ContinualLearner.load"
-                        )
-                    model = build_model(spec["name"], **spec["kwargs"])
-                kind = state["model_kind"]
-                if kind != "hypernetwork":
-                    if kind not in WEIGHT_SOURCES:
-                        raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(WEIGHT_SOURCES)}")
-                    hnet = WEIGHT_SOURCES[kind](model)
-                else:
-                    if state["model_config"] is None:
-                        raise CheckpointError(f"{path}: the hypernetwork used a custom Generator; pass hnet=")
-                    cfg = dict(state["model_config"])
-                    kind = cfg.pop("generator")
-                    hnet = HyperNetwork(model, generator=kind, num_tasks=state["num_tasks"], **cfg)
-            else:
-                while hnet.num_tasks < state["num_tasks"]:
-                    hnet.add_task()
-            restore_model_state(hnet, state)
+            return cls._from_state(state, path, model, hnet, device, strategy, progress, distributed)
         except CheckpointError:
             raise
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path} does not fit this model: {e}") from e
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, ArithmeticError) as e:
+            what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"does not fit: {type(e).__name__}: {e}"
+            raise CheckpointError(one_line(f"{path} {what}; pass the model it was saved with (model=/hnet=), or "
+                                           "remove the checkpoint and train again")) from e
+
+    @classmethod
+    def _from_state(cls, state: dict, path: Union[str, os.PathLike], model: Optional[nn.Module],
+                    hnet: Optional[Model], device: Union[str, torch.device, None], strategy: Optional[Strategy],
+                    progress: bool, distributed: Optional[DistributedContext]) -> Any:
+        check_learner_state(state, path)
+        dtype = getattr(torch, state.get("dtype") or "", None)
+        dtype = dtype if isinstance(dtype, torch.dtype) else None
+        if hnet is None:
+            if model is None:
+                spec = state["model_spec"]
+                if spec is None:
+                    raise CheckpointError(
+                        f"{path}: the target is not a registered hypercl model; pass model= (a fresh instance "
+                        "of the same architecture) to ContinualLearner.load"
+                    )
+                model = build_model(spec["name"], **spec["kwargs"])
+            if dtype is not None:
+                model = model.to(dtype)  # the target (and so its hypernetwork) comes back in the saved dtype
+            kind = state["model_kind"]
+            if kind != "hypernetwork":
+                if kind not in WEIGHT_SOURCES:
+                    raise CheckpointError(f"{path}: unknown model kind {kind!r}; known: {sorted(WEIGHT_SOURCES)}")
+                hnet = WEIGHT_SOURCES[kind](model)
+            else:
+                if state["model_config"] is None:
+                    raise CheckpointError(f"{path}: the hypernetwork used a custom Generator; pass hnet=")
+                cfg = dict(state["model_config"])
+                kind = cfg.pop("generator")
+                hnet = HyperNetwork(model, generator=kind, num_tasks=state["num_tasks"], **cfg)
+        else:
+            if dtype is not None:
+                hnet = hnet.to(dtype)
+            while hnet.num_tasks < state["num_tasks"]:
+                hnet.add_task()
+        restore_model_state(hnet, state, path)
         cfg = state["learner"]
         st = strategy or get_strategy(state["strategy"]["name"], **state["strategy"]["config"])
         learner = cast(Any, cls)(
@@ -165,9 +184,13 @@ class Checkpointing(LearnerFields):
         return learner
 
 
-def restore_model_state(hnet: Model, state: dict) -> None:
+def restore_model_state(hnet: Model, state: dict, path: Union[str, os.PathLike, None] = None) -> None:
     """Put a checkpoint's model state into a weight source built with the same config and ``num_tasks`` tasks:
-    GROW mode, extra state, parameters, which parameters are frozen, and the target module's own buffers."""
+    GROW mode, extra state, parameters, which parameters are frozen, the target module's own buffers and the target
+    parameters the hypernetwork does not generate (frozen layers). A module that does not fit (other names or
+    shapes) raises :class:`CheckpointError`; so does an older checkpoint without the frozen parameters the module
+    has (they would silently stay the fresh module's)."""
+    where = path if path is not None else "the checkpoint"
     if state["growing"]:
         hnet.generator.enable_growth(hnet.num_tasks)
     if state["model_kind"] != "hypernetwork":
@@ -175,9 +198,27 @@ def restore_model_state(hnet: Model, state: dict) -> None:
     hnet.load_state_dict(state["model_state"])
     for n, p in hnet.named_parameters():
         p.requires_grad_(state["requires_grad"].get(n, True))
-    own = dict(hnet.target.module.named_buffers())
-    for n, b in state["target_buffers"].items():
-        own[n].copy_(b)
+    module = hnet.target.module
+    for kind, own, saved in (("buffers", dict(module.named_buffers()), state["target_buffers"]),
+                             ("frozen parameters", hnet.target.frozen_parameters(), state.get("target_frozen"))):
+        if saved is None:  # an older checkpoint
+            if own:
+                raise CheckpointError(f"{where} does not hold the target's {kind} {sorted(own)[:4]} (written by an "
+                                      "older hypercl): loading would keep the fresh module's values; train again")
+            continue
+        if set(saved) != set(own):
+            raise CheckpointError(one_line(
+                f"{where}: the target module's {kind} do not fit: the checkpoint has {sorted(saved)[:6]}, the module "
+                f"{sorted(own)[:6]}; pass a module of the architecture it was saved with (model=)"))
+        bad = [n for n in own if tuple(own[n].shape) != tuple(saved[n].shape)]
+        if bad:
+            n = bad[0]
+            raise CheckpointError(f"{where}: the target's {kind[:-1]} {n!r} has shape {tuple(saved[n].shape)} in the "
+                                  f"checkpoint, {tuple(own[n].shape)} in the module given; pass a module of the "
+                                  "architecture it was saved with (model=)")
+        with torch.no_grad():
+            for n, t in saved.items():
+                own[n].copy_(t)
 
 
 def to_device(obj: Any, device: torch.device) -> Any:

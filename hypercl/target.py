@@ -155,6 +155,17 @@ class FunctionalTarget:
         own = dict(self.module.named_parameters())
         return OrderedDict((n, own[n].detach()) for n in self.param_shapes)
 
+    def frozen_parameters(self) -> OrderedDict[str, torch.Tensor]:
+        """The module's parameters the hypernetwork does NOT generate (frozen layers, parameters ``include`` left
+        out), detached: they decide the outputs as much as the generated ones, so checkpoints keep them."""
+        return OrderedDict((n, p.detach()) for n, p in self.module.named_parameters() if n not in self.param_shapes)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the generated parameters (the hypernetwork and the inputs follow it)."""
+        own = dict(self.module.named_parameters())
+        return own[next(iter(self.param_shapes))].dtype
+
     def init_buffers(self) -> OrderedDict[str, torch.Tensor]:
         """A fresh copy of the module's buffers (e.g. to keep one set of BatchNorm statistics per task)."""
         return OrderedDict((n, b.detach().clone()) for n, b in self.module.named_buffers())

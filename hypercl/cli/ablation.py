@@ -33,7 +33,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         problems.append("--methods is empty; give comma-separated method names or leave it out")
     try:
         check_data_root(args.data_root)
-        check_out_folder(args.out, sub=None)
+        check_out_folder(args.out, sub=None, holds="the ablation JSON and PNG")
     except Refusal as e:
         problems.append(str(e))
     if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ import torch
 from .. import __version__
 
 __all__ = ["build_parser", "Parser", "AllMethods", "methods", "int_list", "float_list", "scenarios", "device",
-           "criteria"]
+           "criteria", "finite", "folder"]
 
 
 class AllMethods(list):
@@ -42,9 +43,31 @@ def int_list(value: str) -> list[int]:
 
 def float_list(value: str) -> list[float]:
     try:
-        return [float(v) for v in value.split(",") if v.strip()]
+        values = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {bad[0]} in {value!r}")
+    return values
+
+
+def finite(value: str) -> float:
+    """A float argument that is a finite number (``inf``/``nan`` refused before anything is loaded)."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return v
+
+
+def folder(value: str) -> Path:
+    """An ``--out`` path; an empty one would mean the current folder, so it is refused."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; give a folder (or leave --out out for the default)")
+    return Path(value)
 
 
 def scenarios(value: str) -> list[str]:
@@ -119,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wide", action="store_true",
                      help="print the wide result table (sd, se, during averages, task inference, the paper's "
                           "numbers; default: a compact table)")
-    run.add_argument("--out", type=Path, default=None, help="output folder (default results/<benchmark>)")
+    run.add_argument("--out", type=folder, default=None, help="output folder (default results/<benchmark>)")
     run.add_argument("--data-root", default=None,
                      help="data folder (default: $HYPERCL_DATA, else ~/.cache/hypercl/data)")
     run.add_argument("--quick", action="store_true",
@@ -128,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the checkpoints in --out (default: refuse to overwrite them)")
     run.add_argument("--iterations", type=int, default=None,
                      help="override: optimizer steps per task (default: the benchmark's, 2000 on split_mnist)")
-    run.add_argument("--lr", type=float, default=None, help="override: learning rate (default: the benchmark's)")
-    run.add_argument("--beta", type=float, default=None,
+    run.add_argument("--lr", type=finite, default=None, help="override: learning rate (default: the benchmark's)")
+    run.add_argument("--beta", type=finite, default=None,
                      help="override β of eq. 2/3 (default: the benchmark's, 0.01 on split_mnist)")
     run.add_argument("--batch-size", type=int, default=None, help="override: minibatch size (default: the benchmark's)")
     run.add_argument("--chunk-size", type=int, default=None,
@@ -171,13 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="markdown table of results JSON files next to the paper's numbers")
     table.add_argument("files", nargs="+", help="results JSON files or folders of them (globs allowed)")
-    table.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    table.add_argument("--out", type=folder, default=None, help="also write the markdown table here")
     table.add_argument("--no-paper", action="store_true")
 
     bench = sub.add_parser("bench", help="speed benchmark: hypernetwork step vs plain target step (ratios)")
     bench.add_argument("--quick", action="store_true", help="tiny configs, a few steps (for tests)")
     bench.add_argument("--device", type=device, default=torch.device("cpu"))
-    bench.add_argument("--out", type=Path, default=Path("results/bench.json"),
+    bench.add_argument("--out", type=folder, default=Path("results/bench.json"),
                        help="a JSON file, or a folder (then FOLDER/bench.json)")
     bench.add_argument("--steps", type=int, default=None)
     bench.add_argument("--task-scaling", action="store_true",
@@ -191,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--benchmark", default="split_mnist", choices=["split_mnist", "permuted_mnist", "split_cifar"],
                      help="compression/beta: the benchmark (split_mnist substitutes for the paper's Split CIFAR)")
     abl.add_argument("--quick", action="store_true", help="reduced run (~1 min on 2 CPU cores)")
-    abl.add_argument("--out", type=Path, default=Path("results/ablations"))
+    abl.add_argument("--out", type=folder, default=Path("results/ablations"))
     abl.add_argument("--device", type=device, default=torch.device("cpu"))
     abl.add_argument("--data-root", default=None)
     abl.add_argument("--seeds", type=int, default=1)

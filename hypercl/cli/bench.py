@@ -19,7 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out.is_dir() or str(args.out).endswith("/"):
         args.out = args.out / "bench.json"  # --out takes a folder, like run
     try:
-        check_out_folder(args.out.parent, sub=None)
+        check_out_folder(args.out.parent, sub=None, holds="bench.json")
     except Refusal as e:
         print(f"hypercl bench: {e}", file=sys.stderr)
         return 2

@@ -14,10 +14,12 @@ class Refusal(Exception):
     """A bad argument found before any data is loaded: one line for the user."""
 
 
-def check_out_folder(out: Path, sub: Optional[str] = "checkpoints") -> None:
-    """``--out``: a folder (made if missing, with ``sub`` inside) this process can write."""
+def check_out_folder(out: Path, sub: Optional[str] = "checkpoints",
+                     holds: str = "the results JSON, PNGs and checkpoints") -> None:
+    """``--out``: a folder (made if missing, with ``sub`` inside) this process can write; ``holds`` says what the
+    command writes there."""
     if out.exists() and not out.is_dir():
-        raise Refusal(f"--out {out} is a file; give a folder (it will hold the results JSON, PNGs and checkpoints)")
+        raise Refusal(f"--out {out} is a file; give a folder (it will hold {holds})")
     try:
         folder = out / sub if sub else out
         folder.mkdir(parents=True, exist_ok=True)

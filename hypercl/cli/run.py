@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,13 +17,14 @@ from typing import Any, Optional
 import torch
 
 from .. import __version__
-from ..checkpoint import CheckpointError, atomic_write_text
+from ..checkpoint import CheckpointError, FileWriteError, atomic_write_text, one_line
 from ..config import ReplayRunConfig
 from ..data import DatasetIntegrityError, DatasetNotFoundError
 from ..devices import device_name
 from ..distributed import DistributedContext, init_distributed, shutdown
 from ..experiments import format_table, plot_matrices, run_seed, summarize
 from ..experiments.report import format_table3, merge_results, results_path, size_notes
+from ..experiments.results_file import ResultsFileError
 from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
 from ..learner import NonFiniteLossError
 from ..replay import is_replay_method, run_replay_seed
@@ -32,7 +35,54 @@ __all__ = ["cmd_run", "run_jobs"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``hypercl run``: check everything (:func:`~hypercl.cli.run_checks.validate_run`), then train the jobs."""
+    """``hypercl run``: check everything (:func:`~hypercl.cli.run_checks.validate_run`), then train the jobs.
+
+    Ctrl-C (exit 130) or SIGTERM (exit 143) ends the run with one line: what finished, what was kept, and the
+    command that continues it (``--resume``); the run locks are released when the command ends."""
+    args.done = {"finished": [], "current": None}  # what the interrupt message reports
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        previous = None
+    try:
+        return _checked_run(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
+        print(_interrupted_line(args, e), file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for fd in getattr(args, "run_locks", []):
+            os.close(fd)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so the run stops like on Ctrl-C (atomic writes clean up after themselves)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues this run: the same arguments with ``--resume``."""
+    argv = list(args.argv)
+    return "hypercl " + shlex.join(argv + ([] if "--resume" in argv else ["--resume"]))
+
+
+def _interrupted_line(args: argparse.Namespace, e: BaseException) -> str:
+    """One line after an interrupt: what finished, what was kept, how to continue."""
+    name = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT (Ctrl-C)"
+    done = args.done
+    out = args.out or Path("results") / args.benchmark
+    during = f" during {done['current']}" if done["current"] else " before training started"
+    finished = ", ".join(done["finished"]) or "nothing yet"
+    return (f"hypercl: stopped by {name}{during}; finished: {finished}; kept: the checkpoint of every task learned "
+            f"so far in {out / 'checkpoints'} and the merged results of finished methods; continue with: "
+            f"{resume_command(args)}")
+
+
+def _checked_run(args: argparse.Namespace) -> int:
     try:
         validate_run(args)
     except Refusal as e:
@@ -95,8 +145,9 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                 if ctx is not None and ctx.is_main:
                     torch.distributed.barrier()
             bench = bench_cache[key]
-            outer.set_description(f"{method} seed{'s' if len(job_seeds) > 1 else ''} "
-                                  f"{','.join(map(str, job_seeds))}")
+            what = f"{method} seed{'s' if len(job_seeds) > 1 else ''} {','.join(map(str, job_seeds))}"
+            outer.set_description(what)
+            args.done["current"] = what
             started.setdefault(method, time.perf_counter())
             fingerprint = cfg.fingerprint()
             rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
@@ -119,6 +170,8 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                                      progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
                                      resume=args.resume, learner_kwargs=learner_kwargs)]
             by_method.setdefault(method, []).extend(new_runs)
+            args.done["finished"].append(what)
+            args.done["current"] = None
             outer.update(len(new_runs))
             if len(by_method[method]) == len(seeds):
                 runs = by_method[method]
@@ -138,7 +191,11 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                 }
                 if main_rank:
                     result = merge_results(result, rpath)  # other processes' seeds of this run are kept
-                    plot_matrices(result, out / f"{stem}.png")
+                    try:
+                        plot_matrices(result, out / f"{stem}.png")
+                    except OSError as e:  # a heatmap is a convenience: the results JSON is what counts
+                        print(f"hypercl: warning: heatmap not written: {one_line(str(e))}; the results JSON "
+                              f"{rpath} is complete", file=sys.stderr)
                 results.append(result)
     except (DatasetNotFoundError, DatasetIntegrityError) as e:
         outer.close()
@@ -152,6 +209,15 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
         outer.close()
         print(f"hypercl: checkpoint problem: {e}", file=sys.stderr)
         return 2
+    except ResultsFileError as e:
+        outer.close()
+        print(f"hypercl: {e}", file=sys.stderr)
+        return 2
+    except FileWriteError as e:  # a full disk, a folder that became read-only: the previous files are intact
+        outer.close()
+        print(f"hypercl: {one_line(str(e))}; make room (or fix the folder), then continue with: "
+              f"{resume_command(args)}", file=sys.stderr)
+        return 4
     except KeyError as e:
         outer.close()
         print(f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again",

@@ -13,7 +13,9 @@ from ..config import AnyRunConfig, ReplayRunConfig, RunConfig
 from ..experiments import method_config
 from ..experiments.configs import CIFAR_METHODS, CL1_ONLY
 from ..experiments.identity import identity_diff, run_config
-from ..experiments.runner import ResumeError, check_checkpoint, run_tags
+from ..experiments.locks import RunLockedError, hold_run_lock
+from ..experiments.report import ResultsFileError, check_results_file, results_path
+from ..experiments.runner import ResumeError, check_checkpoint, checkpoint_path, run_tags
 from ..replay import is_replay_method, replay_method_config
 from .args import AllMethods
 from .checks import Refusal, check_data_root, check_out_folder
@@ -137,14 +139,25 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
     for folder in (out, out / "checkpoints"):
         clean_stale_tmp(folder)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
+    args.run_locks = []  # one lock per (identity, seed), held until the command ends (cmd_run releases them)
     for method, cfg in cfgs.items():
-        if isinstance(cfg, ReplayRunConfig):
-            check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
-            continue
-        for seed in seeds:
-            for _, tag in run_tags(method, args.scenario):
-                try:
+        fingerprint = cfg.fingerprint()
+        rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
+        if rpath.exists():  # the file the results will be merged into: damaged -> say so now, not after training
+            try:
+                check_results_file(rpath, fingerprint)
+            except ResultsFileError as e:
+                raise Refusal(str(e)) from None
+        try:
+            if isinstance(cfg, ReplayRunConfig):
+                folder = replay_dir(cfg, out / "checkpoints")
+                args.run_locks += [hold_run_lock(folder / f"seed{s}") for s in seeds]
+                check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
+                continue
+            for seed in seeds:
+                for _, tag in run_tags(method, args.scenario):
+                    args.run_locks.append(hold_run_lock(checkpoint_path(cfg, tag, seed, out / "checkpoints")))
                     check_checkpoint(cfg, tag, seed, out / "checkpoints", resume=args.resume)
-                except (ResumeError, CheckpointError) as e:
-                    raise Refusal(str(e)) from None
+        except (ResumeError, CheckpointError, RunLockedError) as e:
+            raise Refusal(str(e)) from None
     return cfgs, seeds

@@ -11,8 +11,11 @@ __all__ = ["cmd_table"]
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from ..checkpoint import atomic_write_text
-    from ..experiments import load_results, markdown_table
+    """The table of every readable results file; each damaged one is named on stderr in one line (exit 1 if any
+    was skipped, 2 if none could be read)."""
+    from ..checkpoint import FileWriteError, atomic_write_text, one_line
+    from ..experiments import markdown_table
+    from ..experiments.results_file import ResultsFileError, read_results
 
     files: list[str] = []
     for pattern in args.files:
@@ -25,10 +28,14 @@ def cmd_table(args: argparse.Namespace) -> int:
     if not files:
         print(f"hypercl table: no results JSON files in {' '.join(args.files)}", file=sys.stderr)
         return 2
-    try:
-        results = load_results(Path(f) for f in files)
-    except ValueError as e:
-        print(f"hypercl table: {e}", file=sys.stderr)
+    results, bad = [], 0
+    for f in files:
+        try:
+            results.append(read_results(f))
+        except ResultsFileError as e:
+            print(f"hypercl table: skipped {one_line(str(e), 600)}", file=sys.stderr)
+            bad += 1
+    if not results:  # each file was named above
         return 2
     text = markdown_table(results, with_paper=not args.no_paper)
     if any(r.get("benchmark") == "split_cifar" for r in results):
@@ -37,5 +44,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         text += "\n" + format_table3(results, with_paper=not args.no_paper, markdown=True)
     print(text)
     if args.out:
-        atomic_write_text(text + "\n", args.out)
-    return 0
+        try:
+            atomic_write_text(text + "\n", args.out)
+        except FileWriteError as e:
+            print(f"hypercl table: {one_line(str(e))}", file=sys.stderr)
+            return 4
+    return 1 if bad else 0

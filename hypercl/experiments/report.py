@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ..checkpoint import atomic_save_figure, atomic_write_text
+from .results_file import ResultsFileError, read_results, results_text
 
 __all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
            "is_reduced", "size_notes",
-           "load_results", "PAPER_TABLE3", "format_table3", "merge_results", "results_path", "merge_loaded"]
+           "load_results", "PAPER_TABLE3", "format_table3", "merge_results", "results_path", "merge_loaded",
+           "ResultsFileError", "read_results", "check_results_file"]
 
 #: Seed paper, Table 1 (non-replay): final average test accuracy (%) mean ± std.
 PAPER_TABLE1: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
@@ -64,7 +66,7 @@ BENCHMARK_LABELS = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MN
 
 def write_results(result: dict, path: Path) -> Path:
     """Write one method's results JSON atomically."""
-    return atomic_write_text(json.dumps(result, indent=1, sort_keys=False), path)
+    return atomic_write_text(results_text(result), path)
 
 
 def results_path(out: Path, benchmark: str, method: str, quick: bool, fingerprint: str) -> Path:
@@ -139,13 +141,7 @@ def merge_results(result: dict, path: Path) -> dict:
     with _locked(path):
         merged = dict(result)
         if path.exists():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"{path}: an unreadable results file is in the way ({e}); move it away") from e
-            if old.get("fingerprint") != result.get("fingerprint"):
-                raise ValueError(f"{path} holds another run (fingerprint {old.get('fingerprint')}, this run "
-                                 f"{result.get('fingerprint')}); move it away")
+            old = check_results_file(path, result.get("fingerprint"))
             merged["runs"] = _merge_runs(old.get("runs", []), result["runs"])
             merged["scenarios"] = sorted(set(old.get("scenarios", [])) | set(result["scenarios"]))
             commands = [*old.get("commands", [old.get("command")]), result.get("command")]
@@ -159,17 +155,22 @@ def merge_results(result: dict, path: Path) -> dict:
     return merged
 
 
+def check_results_file(path: Path, fingerprint: Optional[str]) -> dict:
+    """The content of the results file a run will merge into (:func:`read_results`); :class:`ResultsFileError` if it
+    is damaged or holds another run (``fingerprint``) — checked before training, so nothing trains in vain."""
+    try:
+        old = read_results(path)
+    except ResultsFileError as e:
+        raise ResultsFileError(f"{e} (it is in the way of this run's results: move it away)") from None
+    if old.get("fingerprint") != fingerprint:
+        raise ResultsFileError(f"{path} holds another run (fingerprint {old.get('fingerprint')}, this run "
+                               f"{fingerprint}); move it away")
+    return old
+
+
 def load_results(paths: Iterable[Path]) -> list[dict]:
-    out = []
-    for p in paths:
-        try:
-            data = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: not a readable results JSON ({e})") from e
-        if "summary" not in data or "method" not in data:
-            raise ValueError(f"{p}: not a hypercl results file (no 'summary'/'method')")
-        out.append(data)
-    return out
+    """Every file read with :func:`read_results` (the first damaged one raises :class:`ResultsFileError`)."""
+    return [read_results(p) for p in paths]
 
 
 def plot_matrices(result: dict, path: Path) -> Optional[Path]:

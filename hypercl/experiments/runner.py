@@ -71,6 +71,10 @@ def check_checkpoint(cfg: Config, tag: str, seed: int, checkpoint_dir: Path, res
     ident = run_identity(cfg, tag, seed)
     if path.exists():
         if not resume:
+            try:
+                load_checkpoint(path, map_location="cpu")
+            except CheckpointError as e:  # damaged: say so, rather than "already holds this run"
+                raise ResumeError(f"{e} (it is in the way of this run; --resume cannot continue it)") from None
             raise ResumeError(f"{path} already holds this run (same configuration and seed); pass --resume to "
                               "continue it (a finished run is not retrained), or remove it to train again")
         stored = load_checkpoint(path, map_location="cpu").get("run")

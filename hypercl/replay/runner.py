@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
+from ..checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, one_line
 from ..config import ReplayRunConfig, as_config
 from ..direct import DirectWeights
 from ..hypernetwork import HyperNetwork
@@ -378,11 +379,15 @@ def run_replay_seed(
         samples_path = Path(checkpoint_dir).parent / f"{bname}_{method}_samples_seed{seed}.png"
     if samples_path is not None and replay is not None and replay.learned_tasks:
         g = cfg.sample_grid
-        written = write_sample_grid(
-            replay, samples_path, per_task=int(g.per_task), seed=int(g.seed),
-            permutations=getattr(bench, "permutations", None),
-            title=f"{method} on {bname}, seed {seed}: replayed samples after the last task (fixed latents)",
-        )
+        try:
+            written = write_sample_grid(
+                replay, samples_path, per_task=int(g.per_task), seed=int(g.seed),
+                permutations=getattr(bench, "permutations", None),
+                title=f"{method} on {bname}, seed {seed}: replayed samples after the last task (fixed latents)",
+            )
+        except OSError as e:  # a picture is a convenience: the run's results do not depend on it
+            warnings.warn(f"samples grid not written: {one_line(str(e))}", RuntimeWarning, stacklevel=2)
+            written = None
         png = str(written) if written is not None else None
     out["samples_png"] = png
     out["wall_time_s"] = time.perf_counter() - t0
