@@ -405,12 +405,12 @@ def test_bad_numbers_and_empty_out_are_one_line_before_anything(tmp_path, argv, 
 
 def test_config_refuses_non_finite_and_huge_values():
     from hypercl.experiments import method_config
-    from hypercl.experiments.identity import ConfigError, RunConfig
+    from hypercl.config import ConfigError, RunConfig
 
     for key, value in (("lr", float("inf")), ("lr", 1e308), ("beta", float("nan")), ("beta", float("inf"))):
         cfg = method_config("split_mnist", "hnet", quick=True, **{key: value})
         with pytest.raises(ConfigError, match=f"--{key} must be a finite number"):
-            RunConfig.from_dict(cfg).validate()
+            RunConfig.from_json({"protocol": 2, **cfg}).validate()
 
 
 # --------------------------------------------------------------------------------------------------- 6. interrupts
