@@ -404,8 +404,8 @@ def test_bad_numbers_and_empty_out_are_one_line_before_anything(tmp_path, argv, 
 
 
 def test_config_refuses_non_finite_and_huge_values():
-    from hypercl.experiments import method_config
     from hypercl.config import ConfigError, RunConfig
+    from hypercl.experiments import method_config
 
     for key, value in (("lr", float("inf")), ("lr", 1e308), ("beta", float("nan")), ("beta", float("inf"))):
         cfg = method_config("split_mnist", "hnet", quick=True, **{key: value})
