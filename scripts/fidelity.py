@@ -484,7 +484,7 @@ def table(out: Path) -> str:
     for (variant, ident), recs in sorted(groups.items(), key=lambda kv: order.index(kv[0][0])):
         def col(kind: str, s: str, key: str, split: str = "test") -> dict:
             return stats([r["run"][split][kind][s][key] for r in recs])
-        seeds = ",".join(str(r["seed"]) for r in recs)
+        seeds = ",".join(str(r["seed"]) + ("" if r.get("environment") else "*") for r in recs)
         lines.append(f"| {variant} | {len(recs)} | {seeds} | {fmt(col('raw', 'cl1', 'final_average'))} | "
                      f"{fmt(col('raw', 'cl2', 'final_average'))} | {fmt(col('raw', 'cl3', 'final_average'))} | "
                      f"{fmt(col('raw', 'cl2', 'during_average'))} | {fmt(col('raw', 'cl3', 'during_average'))} | "
@@ -498,6 +498,9 @@ def table(out: Path) -> str:
                 f"{fmt(col('raw', 'cl3', 'final_average', 'val'))} | "
                 f"{fmt(col('calibrated', 'cl3', 'final_average', 'val'))} | {fmt(col('raw', 'cl2', 'final_average'))} | "
                 f"{fmt(col('calibrated', 'cl2', 'final_average'))} |")
+    if any(not r.get("environment") for recs in groups.values() for r in recs):
+        lines += ["", "\\* a record without its environment (written before records carried commit, threads, torch "
+                  "build and CPU kernel path): awaiting a re-run by the campaign, which replaces it."]
     return "\n".join(lines + ["", "Validation-split rows (training data minus 1000 samples per task; temperatures fitted "
                                   "on that split):", ""] + cal_lines) + "\n" + reference_table(out)
 
