@@ -135,8 +135,7 @@ class HyperCLModel(nn.Module):
         out = logits.new_full((logits.shape[0], width + 1), MASK_VALUE)
         return out.scatter(1, cls, logits)[:, :width]
 
-    def forward(self, x: Any, task_labels: Optional[torch.Tensor] = None, width: Optional[int] = None
-                ) -> torch.Tensor:
+    def forward(self, x: Any, task_labels: Optional[torch.Tensor] = None, width: Optional[int] = None) -> torch.Tensor:
         width = max(self.num_classes, int(width or 0))
         tasks = self.candidates()
         n = _batch_size(x)
@@ -144,8 +143,11 @@ class HyperCLModel(nn.Module):
             return torch.zeros(n, width, device=_device(x))
         rows = None
         if task_labels is not None and self.task_aware:
-            labels = torch.as_tensor(task_labels).reshape(-1).expand(n) if torch.as_tensor(task_labels).numel() == 1 \
+            labels = (
+                torch.as_tensor(task_labels).reshape(-1).expand(n)
+                if torch.as_tensor(task_labels).numel() == 1
                 else torch.as_tensor(task_labels).reshape(-1)
+            )
             lut = {lab: tasks.index(t) for lab, t in self.task_of_label.items() if t in tasks}
             known = [int(v) for v in labels.unique().tolist()]
             if all(v in lut for v in known):
@@ -192,8 +194,13 @@ class LocalBatches:
 
     def __iter__(self) -> Iterator[tuple[Any, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, generator=g,
-                                             collate_fn=getattr(self.dataset, "collate_fn", None))
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=g,
+            collate_fn=getattr(self.dataset, "collate_fn", None),
+        )
         for batch in loader:
             yield batch[0], self.lut[batch[1]]
 
@@ -258,15 +265,49 @@ class HyperCLStrategy(SupervisedTemplate):
         torch.manual_seed(seed)
         generator = hk.pop("generator")
         hnet = HyperNetwork(model, generator=generator, **hk)
-        learner = ContinualLearner(hnet, strategy=strategy, strategy_kwargs=skw, optimizer=optimizer, lr=lr,
-                                   optimizer_kwargs=optimizer_kwargs, output_layout=output_layout,
-                                   batch_size=train_mb_size, eval_batch_size=eval_mb_size, device=device, seed=seed)
-        self._init(learner, method, train_iterations, task_labels, train_mb_size, train_epochs, eval_mb_size,
-                   device, plugins, evaluator, eval_every, **kwargs)
+        learner = ContinualLearner(
+            hnet,
+            strategy=strategy,
+            strategy_kwargs=skw,
+            optimizer=optimizer,
+            lr=lr,
+            optimizer_kwargs=optimizer_kwargs,
+            output_layout=output_layout,
+            batch_size=train_mb_size,
+            eval_batch_size=eval_mb_size,
+            device=device,
+            seed=seed,
+        )
+        self._init(
+            learner,
+            method,
+            train_iterations,
+            task_labels,
+            train_mb_size,
+            train_epochs,
+            eval_mb_size,
+            device,
+            plugins,
+            evaluator,
+            eval_every,
+            **kwargs,
+        )
 
-    def _init(self, learner: ContinualLearner, method: str, train_iterations: Optional[int],
-              task_labels: Optional[bool], train_mb_size: int, train_epochs: int, eval_mb_size: int, device: Any,
-              plugins: Any, evaluator: Any, eval_every: int, **kwargs: Any) -> None:
+    def _init(
+        self,
+        learner: ContinualLearner,
+        method: str,
+        train_iterations: Optional[int],
+        task_labels: Optional[bool],
+        train_mb_size: int,
+        train_epochs: int,
+        eval_mb_size: int,
+        device: Any,
+        plugins: Any,
+        evaluator: Any,
+        eval_every: int,
+        **kwargs: Any,
+    ) -> None:
         self.learner = learner
         self.method = method
         self.train_iterations = None if train_iterations is None else int(train_iterations)
@@ -276,10 +317,18 @@ class HyperCLStrategy(SupervisedTemplate):
             hmodel.task_aware = False
         params: list[torch.Tensor] = [p for p in learner.hnet.parameters() if p.requires_grad]
         placeholder = make_optimizer(learner.optimizer_name, params, learner.lr, learner.optimizer_kwargs)
-        super().__init__(model=hmodel, optimizer=placeholder, train_mb_size=train_mb_size,
-                         train_epochs=1 if self.train_iterations is not None else train_epochs,
-                         eval_mb_size=eval_mb_size, device=device, plugins=plugins, evaluator=evaluator,
-                         eval_every=eval_every, **kwargs)
+        super().__init__(
+            model=hmodel,
+            optimizer=placeholder,
+            train_mb_size=train_mb_size,
+            train_epochs=1 if self.train_iterations is not None else train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=plugins,
+            evaluator=evaluator,
+            eval_every=eval_every,
+            **kwargs,
+        )
         self._task: Optional[int] = None
         self._target_out: Optional[torch.Tensor] = None
         self._local_lut: Optional[torch.Tensor] = None
@@ -292,19 +341,26 @@ class HyperCLStrategy(SupervisedTemplate):
         model: HyperCLModel = self.model
         classes = sorted(int(c) for c in exp.classes_in_this_experience)
         if not classes:
-            raise ValueError(f"experience {exp.current_experience} has no classes; HyperCLStrategy trains on "
-                             "classification experiences")
+            raise ValueError(
+                f"experience {exp.current_experience} has no classes; HyperCLStrategy trains on "
+                "classification experiences"
+            )
         labels = sorted({int(t) for t in exp.task_labels})
         task = len(self.learner.learned_tasks)
         if model.task_aware:
             repeated = len(labels) != 1 or labels[0] in model.task_of_label
             if repeated and self.task_labels_mode is True:
-                raise ValueError(f"experience {exp.current_experience} has task label(s) {labels}, which do not name "
-                                 "one new task; HyperCLStrategy learns each task once: use task_labels=False (or "
-                                 "None) for a class-incremental stream")
+                raise ValueError(
+                    f"experience {exp.current_experience} has task label(s) {labels}, which do not name "
+                    "one new task; HyperCLStrategy learns each task once: use task_labels=False (or "
+                    "None) for a class-incremental stream"
+                )
             if repeated:
-                log.info("task label(s) %s repeat: class-incremental stream, test-time task labels are not used and "
-                         "each sample's task is inferred by entropy", labels)
+                log.info(
+                    "task label(s) %s repeat: class-incremental stream, test-time task labels are not used and "
+                    "each sample's task is inferred by entropy",
+                    labels,
+                )
                 model.task_aware = False
                 model.task_of_label = {}
             else:
@@ -321,8 +377,10 @@ class HyperCLStrategy(SupervisedTemplate):
     def _after_training_exp(self, **kwargs: Any) -> None:
         assert self._task is not None
         classes = self.model.classes[self._task]
-        self.learner.end_task(self._task, LocalBatches(self.experience.dataset.train(), classes, self.train_mb_size,
-                                                       self.learner.seed + self._task))
+        self.learner.end_task(
+            self._task,
+            LocalBatches(self.experience.dataset.train(), classes, self.train_mb_size, self.learner.seed + self._task),
+        )
         self.model.current = None
         super()._after_training_exp(**kwargs)
 
@@ -373,8 +431,10 @@ class HyperCLStrategy(SupervisedTemplate):
         assert lut is not None
         local = lut[y.clamp(max=len(lut) - 1)]
         if bool(((y >= len(lut)) | (local < 0)).any()):
-            raise ValueError(f"a training minibatch has labels {sorted(set(y.tolist()))} outside the experience's "
-                             f"classes {self.model.classes[self._task]}")
+            raise ValueError(
+                f"a training minibatch has labels {sorted(set(y.tolist()))} outside the experience's "
+                f"classes {self.model.classes[self._task]}"
+            )
         return local
 
     def forward(self) -> torch.Tensor:
@@ -432,20 +492,44 @@ class HyperCLStrategy(SupervisedTemplate):
         atomic_save(self.state(), path)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], model: nn.Module, *, train_mb_size: int = 128,
-             eval_mb_size: int = 256, device: Union[str, torch.device] = "cpu", plugins: Optional[Sequence[Any]] = None,
-             evaluator: Any = default_evaluator, eval_every: int = -1, **kwargs: Any) -> HyperCLStrategy:
+    def load(
+        cls,
+        path: Union[str, os.PathLike],
+        model: nn.Module,
+        *,
+        train_mb_size: int = 128,
+        eval_mb_size: int = 256,
+        device: Union[str, torch.device] = "cpu",
+        plugins: Optional[Sequence[Any]] = None,
+        evaluator: Any = default_evaluator,
+        eval_every: int = -1,
+        **kwargs: Any,
+    ) -> HyperCLStrategy:
         """A strategy that goes on from a checkpoint of :meth:`save`; ``model`` is a fresh instance of the target's
         architecture; the Avalanche-side objects (plugins, evaluator) are given anew."""
         state = load_checkpoint(path, map_location="cpu")
         extra = state.get("avalanche")
         if extra is None:
-            raise CheckpointError(f"{path} is a hypercl checkpoint but not one of HyperCLStrategy.save (no stream "
-                                  "mapping): load it with hypercl.ContinualLearner.load")
+            raise CheckpointError(
+                f"{path} is a hypercl checkpoint but not one of HyperCLStrategy.save (no stream "
+                "mapping): load it with hypercl.ContinualLearner.load"
+            )
         learner = ContinualLearner.load(path, model=model, device=device)
         self = cls.__new__(cls)
-        self._init(learner, extra["method"], extra["train_iterations"], extra["task_labels_mode"], train_mb_size,
-                   extra["train_epochs"], eval_mb_size, device, plugins, evaluator, eval_every, **kwargs)
+        self._init(
+            learner,
+            extra["method"],
+            extra["train_iterations"],
+            extra["task_labels_mode"],
+            train_mb_size,
+            extra["train_epochs"],
+            eval_mb_size,
+            device,
+            plugins,
+            evaluator,
+            eval_every,
+            **kwargs,
+        )
         hm: HyperCLModel = self.model
         hm.classes = {int(t): [int(c) for c in cs] for t, cs in extra["classes"].items()}
         hm.task_of_label = {int(k): int(v) for k, v in extra["task_of_label"].items()}

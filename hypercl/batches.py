@@ -27,9 +27,24 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import torch
 
 __all__ = [
-    "Inputs", "call_args", "batch_len", "index_inputs", "slice_inputs", "inputs_to", "concat_inputs",
-    "stack_inputs", "map_inputs", "pick_logits", "whole_output", "TaskSource", "task_source", "split_batch",
-    "check_labels", "DataError", "cast_floats", "DtypeCastWarning",
+    "Inputs",
+    "call_args",
+    "batch_len",
+    "index_inputs",
+    "slice_inputs",
+    "inputs_to",
+    "concat_inputs",
+    "stack_inputs",
+    "map_inputs",
+    "pick_logits",
+    "whole_output",
+    "TaskSource",
+    "task_source",
+    "split_batch",
+    "check_labels",
+    "DataError",
+    "cast_floats",
+    "DtypeCastWarning",
 ]
 
 log = logging.getLogger("hypercl")
@@ -77,11 +92,15 @@ def batch_len(x: Any, what: str = "x") -> int:
     """The number of samples in ``x`` (the common leading size of its tensors); an error if they disagree."""
     sizes = [len(leaf) for leaf in _leaves(x)]
     if not sizes:
-        raise DataError(f"{what} holds no tensor: give a tensor, a tuple/list of tensors or a dict of tensors, "
-                        f"got {type(x).__name__}")
+        raise DataError(
+            f"{what} holds no tensor: give a tensor, a tuple/list of tensors or a dict of tensors, "
+            f"got {type(x).__name__}"
+        )
     if len(set(sizes)) != 1:
-        raise DataError(f"the tensors of {what} have different numbers of samples {sizes}: every input needs the "
-                        "batch as its leading dimension, with the same length")
+        raise DataError(
+            f"the tensors of {what} have different numbers of samples {sizes}: every input needs the "
+            "batch as its leading dimension, with the same length"
+        )
     return sizes[0]
 
 
@@ -114,10 +133,15 @@ def cast_floats(x: Any, dtype: torch.dtype, task: Any = "?", warned: Optional[se
     if warned is None or (other[0], dtype) not in warned:
         if warned is not None:
             warned.add((other[0], dtype))
-        warnings.warn(f"task {task}: float inputs of dtype {other[0]} are cast to the target network's {dtype} "
-                      "(give the data in that dtype to avoid the copy)", DtypeCastWarning, stacklevel=4)
-    return map_inputs(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point()
-                      and t.dtype != dtype else t, x)
+        warnings.warn(
+            f"task {task}: float inputs of dtype {other[0]} are cast to the target network's {dtype} "
+            "(give the data in that dtype to avoid the copy)",
+            DtypeCastWarning,
+            stacklevel=4,
+        )
+    return map_inputs(
+        lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype else t, x
+    )
 
 
 def concat_inputs(xs: Sequence[Any]) -> Any:
@@ -159,8 +183,10 @@ def pick_logits(out: Any, output: Union[str, Callable[[Any], Any], None] = None,
             return out[output]
         if hasattr(out, output):
             return getattr(out, output)
-        raise TypeError(f"{model} returned a {type(out).__name__} without an attribute or key {output!r}; pass "
-                        "wrap(model, output=...) the name that holds the logits, or a callable")
+        raise TypeError(
+            f"{model} returned a {type(out).__name__} without an attribute or key {output!r}; pass "
+            "wrap(model, output=...) the name that holds the logits, or a callable"
+        )
     if isinstance(out, torch.Tensor):
         return out
     logits = getattr(out, "logits", None)
@@ -187,18 +213,24 @@ def check_labels(y: Any, task: Any, num_classes: Optional[int] = None, where: st
     if not isinstance(y, torch.Tensor):
         raise DataError(f"task {task}: {where} must be a tensor of class indices, got {type(y).__name__}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise DataError(f"task {task}: {where} have dtype {y.dtype}; class indices need an integer dtype: "
-                        "give y.long() (one-hot labels: y.argmax(-1))")
+        raise DataError(
+            f"task {task}: {where} have dtype {y.dtype}; class indices need an integer dtype: "
+            "give y.long() (one-hot labels: y.argmax(-1))"
+        )
     if y.dim() != 1:
-        raise DataError(f"task {task}: {where} have shape {tuple(y.shape)}; give one class index per sample, shape "
-                        "(n,) (one-hot labels: y.argmax(-1))")
+        raise DataError(
+            f"task {task}: {where} have shape {tuple(y.shape)}; give one class index per sample, shape "
+            "(n,) (one-hot labels: y.argmax(-1))"
+        )
     if num_classes is None or y.numel() == 0:
         return
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= num_classes:
-        raise DataError(f"task {task}: {where} range over {lo}..{hi}, but the task has {num_classes} classes "
-                        f"(labels 0..{num_classes - 1}): give local labels per task, or num_classes={hi + 1} to "
-                        "fit_task")
+        raise DataError(
+            f"task {task}: {where} range over {lo}..{hi}, but the task has {num_classes} classes "
+            f"(labels 0..{num_classes - 1}): give local labels per task, or num_classes={hi + 1} to "
+            "fit_task"
+        )
 
 
 def split_batch(batch: Any, task: Any = "?") -> tuple[Any, torch.Tensor]:
@@ -207,18 +239,25 @@ def split_batch(batch: Any, task: Any = "?") -> tuple[Any, torch.Tensor]:
         for key in ("labels", "label"):
             if key in batch:
                 return {k: v for k, v in batch.items() if k != key}, batch[key]
-        raise DataError(f"task {task}: a dict batch needs its labels under 'labels' (keys: {sorted(batch)}); or "
-                        "yield (x, y) pairs")
+        raise DataError(
+            f"task {task}: a dict batch needs its labels under 'labels' (keys: {sorted(batch)}); or yield (x, y) pairs"
+        )
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
-    raise DataError(f"task {task}: every batch must be a pair (x, y) or a dict with 'labels', got a "
-                    f"{type(batch).__name__}" + (f" of length {len(batch)}" if hasattr(batch, "__len__") else ""))
+    raise DataError(
+        f"task {task}: every batch must be a pair (x, y) or a dict with 'labels', got a "
+        f"{type(batch).__name__}" + (f" of length {len(batch)}" if hasattr(batch, "__len__") else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- a task's data
 def _is_pair(data: Any) -> bool:
-    return (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], torch.Tensor)
-            and (isinstance(data[0], (torch.Tensor, Mapping, tuple, list)) or hasattr(data[0], "__getitem__")))
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and isinstance(data[1], torch.Tensor)
+        and (isinstance(data[0], (torch.Tensor, Mapping, tuple, list)) or hasattr(data[0], "__getitem__"))
+    )
 
 
 @dataclass
@@ -253,8 +292,9 @@ class TaskSource:
         try:
             return len(self.batch_iterable())  # type: ignore[arg-type]  # TypeError below if unsized
         except TypeError:
-            raise DataError(f"task {self.task}: epochs= needs data with a length; give iterations= for a plain "
-                            "iterable") from None
+            raise DataError(
+                f"task {self.task}: epochs= needs data with a length; give iterations= for a plain iterable"
+            ) from None
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self) / batch_size) if self.pair is not None else len(self)
@@ -270,8 +310,10 @@ class TaskSource:
         else:
             batches = self.batch_iterable()
             if iter(batches) is batches:
-                raise DataError(f"task {self.task}: the data is a one-pass iterator; pass num_classes= to fit_task "
-                                "(or give a DataLoader / list of batches, whose first batch the count is read from)")
+                raise DataError(
+                    f"task {self.task}: the data is a one-pass iterator; pass num_classes= to fit_task "
+                    "(or give a DataLoader / list of batches, whose first batch the count is read from)"
+                )
             first = next(iter(batches), None)
             if first is None:
                 raise DataError(f"task {self.task}: the data iterable yielded no batches")
@@ -292,15 +334,20 @@ class TaskSource:
         x, y = self.pair
         n = batch_len(x, f"task {self.task}'s inputs X")
         if n != len(y):
-            raise DataError(f"task {self.task}: X has {n} samples but Y has {len(y)} labels: give one label per "
-                            "sample")
+            raise DataError(f"task {self.task}: X has {n} samples but Y has {len(y)} labels: give one label per sample")
         if n == 0:
             raise DataError(f"task {self.task} has no samples")
         if self.labels:
             check_labels(y, self.task, num_classes)
 
-    def endless(self, batch_size: int, generator: torch.Generator, device: torch.device, shuffle: bool = True,
-                num_classes: Optional[int] = None) -> Iterator[tuple[Any, torch.Tensor]]:
+    def endless(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        device: torch.device,
+        shuffle: bool = True,
+        num_classes: Optional[int] = None,
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         """Endless training batches on ``device``: shuffled passes by index over ``(X, Y)``, or passes over the
         iterable (each host batch's labels checked against ``num_classes``)."""
         if self.pair is not None:
@@ -320,8 +367,9 @@ class TaskSource:
                 if empty:
                     raise DataError(f"task {self.task}: the data iterable yielded no batches")
 
-    def iterate(self, device: torch.device, num_classes: Optional[int] = None, batch_size: int = 0,
-                limit: Optional[int] = None) -> Iterator[tuple[Any, torch.Tensor]]:
+    def iterate(
+        self, device: torch.device, num_classes: Optional[int] = None, batch_size: int = 0, limit: Optional[int] = None
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         """One pass in order, on ``device``: slices of ``batch_size`` of ``(X, Y)``, or the iterable's batches;
         at most ``limit`` samples. Labels on the host are checked per batch against ``num_classes``."""
         seen = 0
@@ -339,15 +387,18 @@ class TaskSource:
             if self.labels and yb.device.type == "cpu":
                 check_labels(yb, self.task, num_classes)
             if batch_len(xb, f"task {self.task}'s batch inputs") != len(yb):
-                raise DataError(f"task {self.task}: a batch has {batch_len(xb)} inputs but {len(yb)} labels: give "
-                                "one label per sample")
+                raise DataError(
+                    f"task {self.task}: a batch has {batch_len(xb)} inputs but {len(yb)} labels: give "
+                    "one label per sample"
+                )
             if limit is not None and seen + len(yb) > limit:
                 xb, yb = slice_inputs(xb, 0, limit - seen), yb[: limit - seen]
             seen += len(yb)
             yield self._to(xb, device), yb.to(device, non_blocking=True)
 
-    def subset(self, num_samples: Optional[int], generator: torch.Generator, batch_size: int,
-               device: torch.device) -> Iterator[tuple[Any, torch.Tensor]]:
+    def subset(
+        self, num_samples: Optional[int], generator: torch.Generator, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         """A random subset of ``num_samples`` samples (all when ``None``) of ``(X, Y)`` in batches, or the first
         ``num_samples`` of an iterable (the Fisher of eq. 4)."""
         if self.pair is None:
@@ -375,6 +426,8 @@ def task_source(data: Any, task: Any = "?", split: str = "train") -> TaskSource:
     if _is_pair(data):
         return TaskSource(task, pair=(data[0], data[1]), num_classes=own)
     if isinstance(data, (torch.Tensor, Mapping)) or not hasattr(data, "__iter__"):
-        raise DataError(f"task {task}: data must be (X, Y), a task object with {xs}/{ys}, or an iterable of (x, y) "
-                        f"batches (a DataLoader), got {type(data).__name__}")
+        raise DataError(
+            f"task {task}: data must be (X, Y), a task object with {xs}/{ys}, or an iterable of (x, y) "
+            f"batches (a DataLoader), got {type(data).__name__}"
+        )
     return TaskSource(task, batches=data, num_classes=own)

@@ -29,8 +29,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, iters: int = 60)
     ``log T ∈ [-4, 4]`` finds its minimum to ~1e-12 in 60 steps, without gradients or random restarts.
     """
     if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels) or len(labels) == 0:
-        raise ValueError(f"fit_temperature needs (N, K) logits and (N,) labels, N > 0; got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"fit_temperature needs (N, K) logits and (N,) labels, N > 0; got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     z, y = logits.double(), labels.long()
 
     def nll(log_t: float) -> float:
@@ -83,8 +85,9 @@ def task_temperature(learner: Any, task_id: int, val_data: Any) -> float:
     if not isinstance(val_data, (tuple, list)) and hasattr(val_data, "val"):
         val_data = val_data.val
     if not isinstance(val_data, (tuple, list)) or len(val_data) != 2:
-        raise ValueError(f"task_temperature needs a validation pair (X, Y) or a task with .val, got "
-                         f"{type(val_data).__name__}")
+        raise ValueError(
+            f"task_temperature needs a validation pair (X, Y) or a task with .val, got {type(val_data).__name__}"
+        )
     x, y = val_data
     return fit_temperature(task_logits(learner, task_id, x), torch.as_tensor(y).to(learner.device))
 

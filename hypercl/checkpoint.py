@@ -13,9 +13,20 @@ from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["CheckpointError", "FileWriteError", "DiskFullError", "one_line", "atomic_save", "atomic_write_text",
-           "atomic_save_figure", "load_checkpoint", "FORMAT", "VERSION",
-           "payload_digest", "clean_stale_tmp"]
+__all__ = [
+    "CheckpointError",
+    "FileWriteError",
+    "DiskFullError",
+    "one_line",
+    "atomic_save",
+    "atomic_write_text",
+    "atomic_save_figure",
+    "load_checkpoint",
+    "FORMAT",
+    "VERSION",
+    "payload_digest",
+    "clean_stale_tmp",
+]
 
 FORMAT = "hypercl-checkpoint"
 VERSION = 1
@@ -53,8 +64,12 @@ class DiskFullError(FileWriteError):
     def __init__(self, path: Union[str, os.PathLike], needed: int, free: Optional[int]) -> None:
         self.needed, self.free = int(needed), free
         room = f", {_mb(free)} free there" if free is not None else ""
-        super().__init__(path, f"no space left on the disk to write {path} (it needs {_mb(needed)}{room}); "
-                               "the previous version of the file is unchanged", errno.ENOSPC)
+        super().__init__(
+            path,
+            f"no space left on the disk to write {path} (it needs {_mb(needed)}{room}); "
+            "the previous version of the file is unchanged",
+            errno.ENOSPC,
+        )
 
 
 def _mb(n: int) -> str:
@@ -194,20 +209,32 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = None) -> 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated or not a torch file
-        raise CheckpointError(one_line(f"{path} is not a readable hypercl checkpoint ({type(e).__name__}: {e})", 300)
-                              + "; remove it (or restore a good copy) and train again") from e
+        raise CheckpointError(
+            one_line(f"{path} is not a readable hypercl checkpoint ({type(e).__name__}: {e})", 300)
+            + "; remove it (or restore a good copy) and train again"
+        ) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a hypercl checkpoint (no '{FORMAT}' marker); give a file that "
-                              "ContinualLearner.save or hypercl run wrote")
+        raise CheckpointError(
+            f"{path} is not a hypercl checkpoint (no '{FORMAT}' marker); give a file that "
+            "ContinualLearner.save or hypercl run wrote"
+        )
     if state.get("version") != VERSION:
-        raise CheckpointError(one_line(f"{path} has checkpoint version {state.get('version')!r}, this hypercl reads "
-                                       f"{VERSION}; load it with the hypercl that wrote it, or train again"))
+        raise CheckpointError(
+            one_line(
+                f"{path} has checkpoint version {state.get('version')!r}, this hypercl reads "
+                f"{VERSION}; load it with the hypercl that wrote it, or train again"
+            )
+        )
     digest = state.get("digest")
     if digest is None:
-        raise CheckpointError(f"{path} has no payload digest (written by an older hypercl); it cannot be verified: "
-                              "remove it and train again")
+        raise CheckpointError(
+            f"{path} has no payload digest (written by an older hypercl); it cannot be verified: "
+            "remove it and train again"
+        )
     if payload_digest(state) != digest:
-        raise CheckpointError(f"{path} is corrupt: its content does not match the digest stored when it was saved; "
-                              "remove it (or restore a good copy) and train again")
+        raise CheckpointError(
+            f"{path} is corrupt: its content does not match the digest stored when it was saved; "
+            "remove it (or restore a good copy) and train again"
+        )
     state.pop("digest")
     return state

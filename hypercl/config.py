@@ -22,11 +22,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 __all__ = [
-    "PROTOCOL_VERSION", "ConfigError", "FrozenMap", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig",
-    "StrategyConfig", "TrainingConfig", "AugmentConfig", "ValidationConfig", "EvaluationConfig", "RunConfig",
+    "PROTOCOL_VERSION",
+    "ConfigError",
+    "FrozenMap",
+    "BenchmarkConfig",
+    "TargetConfig",
+    "HypernetworkConfig",
+    "StrategyConfig",
+    "TrainingConfig",
+    "AugmentConfig",
+    "ValidationConfig",
+    "EvaluationConfig",
+    "RunConfig",
     "ClassifierConfig",
-    "VAEConfig", "ReplayModelConfig", "DistillConfig", "SampleGridConfig", "ReplayRunConfig", "AnyRunConfig",
-    "config_hash", "canonical_json", "config_from_json", "as_config",
+    "VAEConfig",
+    "ReplayModelConfig",
+    "DistillConfig",
+    "SampleGridConfig",
+    "ReplayRunConfig",
+    "AnyRunConfig",
+    "config_hash",
+    "canonical_json",
+    "config_from_json",
+    "as_config",
 ]
 
 #: bump when a change to the training/evaluation protocol makes old numbers incomparable with new ones
@@ -120,8 +138,10 @@ def _take(d: dict[str, Any], where: str, known: Sequence[str]) -> dict[str, Any]
         raise ConfigError(f"config entry {where!r} must be an object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(known))
     if unknown:
-        raise ConfigError(f"config entry {where!r} has unknown settings {unknown} (known: {list(known)}); it was "
-                          "written by another version of hypercl: run it again with this version")
+        raise ConfigError(
+            f"config entry {where!r} has unknown settings {unknown} (known: {list(known)}); it was "
+            "written by another version of hypercl: run it again with this version"
+        )
     return dict(d)
 
 
@@ -203,8 +223,13 @@ class TargetConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> TargetConfig:
         d = _take(dict(d), "target", ("model", "hidden", "activation", "depth", "widths"))
-        return cls(model=d.get("model", "mlp"), hidden=_freeze(d.get("hidden")), activation=d.get("activation"),
-                   depth=d.get("depth"), widths=_freeze(d.get("widths")))
+        return cls(
+            model=d.get("model", "mlp"),
+            hidden=_freeze(d.get("hidden")),
+            activation=d.get("activation"),
+            depth=d.get("depth"),
+            widths=_freeze(d.get("widths")),
+        )
 
 
 @dataclass(frozen=True)
@@ -234,9 +259,15 @@ class HypernetworkConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any], default_init: Optional[str] = None) -> HypernetworkConfig:
         d = _take(dict(d), "hypernetwork", cls._ORDER)
-        return cls(generator=d["generator"], chunk_size=int(d["chunk_size"]), hidden_size=_ints(d["hidden_size"]),
-                   task_emb_dim=int(d["task_emb_dim"]), chunk_emb_dim=int(d["chunk_emb_dim"]),
-                   init=d.get("init", default_init), activation=d.get("activation"))
+        return cls(
+            generator=d["generator"],
+            chunk_size=int(d["chunk_size"]),
+            hidden_size=_ints(d["hidden_size"]),
+            task_emb_dim=int(d["task_emb_dim"]),
+            chunk_emb_dim=int(d["chunk_emb_dim"]),
+            init=d.get("init", default_init),
+            activation=d.get("activation"),
+        )
 
 
 @dataclass(frozen=True)
@@ -277,8 +308,11 @@ class StrategyConfig:
         protocol-versioned configs have always stored it)."""
         d = _take(dict(d), "strategy", ("name", "kwargs", "per_scenario_kwargs"))
         per = d.get("per_scenario_kwargs")
-        return cls(name=d["name"], kwargs=FrozenMap(d.get("kwargs") or {}),
-                   per_scenario_kwargs=FrozenMap(per) if per or (keep_empty and per is not None) else None)
+        return cls(
+            name=d["name"],
+            kwargs=FrozenMap(d.get("kwargs") or {}),
+            per_scenario_kwargs=FrozenMap(per) if per or (keep_empty and per is not None) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -301,8 +335,14 @@ class TrainingConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any], where: str = "train") -> TrainingConfig:
         d = _take(dict(d), where, cls._ORDER)
-        return cls(optimizer=d["optimizer"], lr=float(d["lr"]), batch_size=int(d["batch_size"]),
-                   iterations=d.get("iterations"), epochs=d.get("epochs"), eval_batch_size=d.get("eval_batch_size"))
+        return cls(
+            optimizer=d["optimizer"],
+            lr=float(d["lr"]),
+            batch_size=int(d["batch_size"]),
+            iterations=d.get("iterations"),
+            epochs=d.get("epochs"),
+            eval_batch_size=d.get("eval_batch_size"),
+        )
 
 
 @dataclass(frozen=True)
@@ -381,8 +421,13 @@ class RunConfig(_RunIdentity):
 
     def to_json(self) -> dict[str, Any]:
         """The plain-data form (results files, checkpoints, fingerprint)."""
-        d: dict[str, Any] = {"benchmark": self.benchmark.to_json(), "method": self.method,
-                             "target": self.target.to_json(), "train": self.training.to_json(), "quick": self.quick}
+        d: dict[str, Any] = {
+            "benchmark": self.benchmark.to_json(),
+            "method": self.method,
+            "target": self.target.to_json(),
+            "train": self.training.to_json(),
+            "quick": self.quick,
+        }
         if self.augment is not None:
             d["augment"] = self.augment.to_json()
         if self.hypernetwork is not None:
@@ -402,25 +447,48 @@ class RunConfig(_RunIdentity):
     def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
         """The config of a JSON object (a results file's ``"config"``); unknown or missing entries raise
         :class:`ConfigError` naming them."""
-        d = _take(dict(d), "config", ("benchmark", "method", "target", "train", "quick", "augment", "hypernetwork",
-                                      "output_layout", "strategy", "validation", "evaluation",
-                                      "protocol"))
+        d = _take(
+            dict(d),
+            "config",
+            (
+                "benchmark",
+                "method",
+                "target",
+                "train",
+                "quick",
+                "augment",
+                "hypernetwork",
+                "output_layout",
+                "strategy",
+                "validation",
+                "evaluation",
+                "protocol",
+            ),
+        )
         missing = [k for k in ("benchmark", "method", "target", "train", "strategy") if k not in d]
         if missing:
-            raise ConfigError(f"the config lacks {missing}; it is not a hypercl run configuration (a replay run's "
-                              "has 'classifier' and 'distill': ReplayRunConfig)")
+            raise ConfigError(
+                f"the config lacks {missing}; it is not a hypercl run configuration (a replay run's "
+                "has 'classifier' and 'distill': ReplayRunConfig)"
+            )
         versioned = "protocol" in d
         h = d.get("hypernetwork")
-        return cls(method=d["method"], benchmark=BenchmarkConfig.from_json(d["benchmark"]),
-                   target=TargetConfig.from_json(d["target"]), training=TrainingConfig.from_json(d["train"]),
-                   strategy=StrategyConfig.from_json(d["strategy"], keep_empty=not versioned),
-                   hypernetwork=HypernetworkConfig.from_json(h, default_init="target_scale" if versioned else None)
-                   if h is not None else None,
-                   output_layout=d.get("output_layout"), quick=bool(d.get("quick", False)),
-                   augment=AugmentConfig.from_json(d["augment"]) if d.get("augment") else None,
-                   validation=ValidationConfig.from_json(d["validation"]) if d.get("validation") else None,
-                   evaluation=EvaluationConfig.from_json(d["evaluation"]) if d.get("evaluation") else None,
-                   protocol=int(d["protocol"]) if versioned else None)
+        return cls(
+            method=d["method"],
+            benchmark=BenchmarkConfig.from_json(d["benchmark"]),
+            target=TargetConfig.from_json(d["target"]),
+            training=TrainingConfig.from_json(d["train"]),
+            strategy=StrategyConfig.from_json(d["strategy"], keep_empty=not versioned),
+            hypernetwork=HypernetworkConfig.from_json(h, default_init="target_scale" if versioned else None)
+            if h is not None
+            else None,
+            output_layout=d.get("output_layout"),
+            quick=bool(d.get("quick", False)),
+            augment=AugmentConfig.from_json(d["augment"]) if d.get("augment") else None,
+            validation=ValidationConfig.from_json(d["validation"]) if d.get("validation") else None,
+            evaluation=EvaluationConfig.from_json(d["evaluation"]) if d.get("evaluation") else None,
+            protocol=int(d["protocol"]) if versioned else None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Deprecated: :meth:`to_json`."""
@@ -456,15 +524,19 @@ class RunConfig(_RunIdentity):
         if b.val_size < 0:
             raise ConfigError(f"--val-size must be zero or positive, got {b.val_size}")
         if b.max_train_per_task is not None and b.val_size >= b.max_train_per_task:
-            raise ConfigError(f"--val-size {b.val_size} leaves no training data of the {b.max_train_per_task} per "
-                              "task (--max-train-per-task); choose a smaller --val-size")
+            raise ConfigError(
+                f"--val-size {b.val_size} leaves no training data of the {b.max_train_per_task} per "
+                "task (--max-train-per-task); choose a smaller --val-size"
+            )
         fs = self.strategy.fisher_samples
         if fs is not None and fs < 1:
             raise ConfigError(f"--fisher-samples must be at least 1, got {fs}")
         k = self.strategy.kwargs.get("reg_tasks_per_step")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ConfigError(f"--reg-tasks-per-step must be an integer of at least 1 (old tasks regularised per "
-                              f"step; leave it out for all), got {k}")
+            raise ConfigError(
+                f"--reg-tasks-per-step must be an integer of at least 1 (old tasks regularised per "
+                f"step; leave it out for all), got {k}"
+            )
         mode = self.strategy.kwargs.get("targets")
         if mode is not None and mode not in ("stored", "online"):
             raise ConfigError(f"--reg-targets must be 'stored' or 'online', got {mode!r}")
@@ -519,8 +591,12 @@ class ReplayModelConfig:
     strategy: Optional[StrategyConfig] = None
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "vae": self.vae.to_json(), "train": self.training.to_json(),
-                             "train_last_task": self.train_last_task}
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "vae": self.vae.to_json(),
+            "train": self.training.to_json(),
+            "train_last_task": self.train_last_task,
+        }
         if self.hypernetwork is not None:
             d["hypernetwork"] = self.hypernetwork.to_json()
         if self.strategy is not None:
@@ -531,11 +607,14 @@ class ReplayModelConfig:
     def from_json(cls, d: Mapping[str, Any]) -> ReplayModelConfig:
         d = _take(dict(d), "replay", ("kind", "vae", "train", "train_last_task", "hypernetwork", "strategy"))
         h, s = d.get("hypernetwork"), d.get("strategy")
-        return cls(kind=d["kind"], vae=VAEConfig.from_json(d["vae"]),
-                   training=TrainingConfig.from_json(d["train"], "replay.train"),
-                   train_last_task=bool(d.get("train_last_task", False)),
-                   hypernetwork=HypernetworkConfig.from_json(h) if h is not None else None,
-                   strategy=StrategyConfig.from_json(s, keep_empty=True) if s is not None else None)
+        return cls(
+            kind=d["kind"],
+            vae=VAEConfig.from_json(d["vae"]),
+            training=TrainingConfig.from_json(d["train"], "replay.train"),
+            train_last_task=bool(d.get("train_last_task", False)),
+            hypernetwork=HypernetworkConfig.from_json(h) if h is not None else None,
+            strategy=StrategyConfig.from_json(s, keep_empty=True) if s is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -582,27 +661,52 @@ class ReplayRunConfig(_RunIdentity):
     protocol: Optional[int] = PROTOCOL_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"benchmark": self.benchmark.to_json(), "method": self.method, "setting": self.setting,
-                             "quick": self.quick, "classifier": self.classifier.to_json(),
-                             "train": self.training.to_json(),
-                             "replay": self.replay.to_json() if self.replay is not None else None,
-                             "distill": self.distill.to_json(), "sample_grid": self.sample_grid.to_json()}
+        d: dict[str, Any] = {
+            "benchmark": self.benchmark.to_json(),
+            "method": self.method,
+            "setting": self.setting,
+            "quick": self.quick,
+            "classifier": self.classifier.to_json(),
+            "train": self.training.to_json(),
+            "replay": self.replay.to_json() if self.replay is not None else None,
+            "distill": self.distill.to_json(),
+            "sample_grid": self.sample_grid.to_json(),
+        }
         if self.protocol is not None:
             d["protocol"] = self.protocol
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ReplayRunConfig:
-        d = _take(dict(d), "config", ("benchmark", "method", "setting", "quick", "classifier", "train", "replay",
-                                      "distill", "sample_grid", "protocol"))
+        d = _take(
+            dict(d),
+            "config",
+            (
+                "benchmark",
+                "method",
+                "setting",
+                "quick",
+                "classifier",
+                "train",
+                "replay",
+                "distill",
+                "sample_grid",
+                "protocol",
+            ),
+        )
         r = d.get("replay")
-        return cls(method=d["method"], benchmark=BenchmarkConfig.from_json(d["benchmark"]),
-                   classifier=ClassifierConfig.from_json(d["classifier"]),
-                   training=TrainingConfig.from_json(d["train"]), distill=DistillConfig.from_json(d["distill"]),
-                   replay=ReplayModelConfig.from_json(r) if r is not None else None, quick=bool(d.get("quick", False)),
-                   sample_grid=SampleGridConfig.from_json(d.get("sample_grid", {})),
-                   setting=d.get("setting", "replay"),
-                   protocol=int(d["protocol"]) if "protocol" in d else None)
+        return cls(
+            method=d["method"],
+            benchmark=BenchmarkConfig.from_json(d["benchmark"]),
+            classifier=ClassifierConfig.from_json(d["classifier"]),
+            training=TrainingConfig.from_json(d["train"]),
+            distill=DistillConfig.from_json(d["distill"]),
+            replay=ReplayModelConfig.from_json(r) if r is not None else None,
+            quick=bool(d.get("quick", False)),
+            sample_grid=SampleGridConfig.from_json(d.get("sample_grid", {})),
+            setting=d.get("setting", "replay"),
+            protocol=int(d["protocol"]) if "protocol" in d else None,
+        )
 
 
 AnyRunConfig = Union[RunConfig, ReplayRunConfig]

@@ -217,7 +217,7 @@ def check_same_on_all_ranks(values: Sequence[float], names: Sequence[str], devic
     v = torch.tensor([float(x) for x in values], dtype=torch.float64, device=device)
     both = torch.cat([v, -v])
     dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    hi, lo = both[: len(v)].tolist(), (-both[len(v):]).tolist()
+    hi, lo = both[: len(v)].tolist(), (-both[len(v) :]).tolist()
     bad = [f"{n} (from {a!r} to {b!r})" for n, a, b in zip(names, lo, hi) if a != b]
     if bad:
         raise RuntimeError(
@@ -314,10 +314,17 @@ class DataParallelSteps(LearnerFields):
             params = list(self.hnet.parameters())
             checksum = torch.stack([p.detach().double().sum() for p in params]).sum().item() if params else 0.0
         trainable = sum(p.numel() for p in params if p.requires_grad)
-        check_same_on_all_ranks([self.seed, self.batch_size, task_id, trainable, checksum],
-                                ["the learner seed", "the batch size", "the task id",
-                                 "the number of trainable parameters", "the model parameters (checksum)"],
-                                self.device)
+        check_same_on_all_ranks(
+            [self.seed, self.batch_size, task_id, trainable, checksum],
+            [
+                "the learner seed",
+                "the batch size",
+                "the task id",
+                "the number of trainable parameters",
+                "the model parameters (checksum)",
+            ],
+            self.device,
+        )
         kwargs: dict = {"static_graph": True}
         if self.device.type == "cuda":
             kwargs["device_ids"] = [self.device.index if self.device.index is not None else ctx.local_rank]

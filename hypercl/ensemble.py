@@ -39,8 +39,9 @@ from .strategies.output_regularizers import RawGeneration
 __all__ = ["SeedEnsemble", "ensemble_recurrence"]
 
 
-def ensemble_recurrence(pre: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor, cell: str,
-                        train: bool = True) -> torch.Tensor:
+def ensemble_recurrence(
+    pre: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor, cell: str, train: bool = True
+) -> torch.Tensor:
     """The recurrences of S independent single-layer LSTMs/GRUs in ONE fused call.
 
     Args:
@@ -86,23 +87,34 @@ class SeedEnsemble:
         first = members[0]
         for m in members:
             if not isinstance(m.hnet, HyperNetwork):
-                raise ValueError(f"--parallel-seeds trains hypernetworks; got a {type(m.hnet).__name__} "
-                                 "(run the baselines without --parallel-seeds)")
+                raise ValueError(
+                    f"--parallel-seeds trains hypernetworks; got a {type(m.hnet).__name__} "
+                    "(run the baselines without --parallel-seeds)"
+                )
             if not isinstance(m.strategy, (NoRegularizer, HNETRegularizer, Grow)):
                 raise ValueError(f"strategy {m.strategy.name!r} is not supported by SeedEnsemble")
-            if isinstance(m.strategy, HNETRegularizer) and (m.strategy.reg_tasks_per_step is not None
-                                                            or m.strategy.target_mode != "stored"):
-                raise ValueError("SeedEnsemble regularises all old tasks with stored targets; run seeds with "
-                                 "reg_tasks_per_step or targets='online' one after another (without --parallel-seeds)")
+            if isinstance(m.strategy, HNETRegularizer) and (
+                m.strategy.reg_tasks_per_step is not None or m.strategy.target_mode != "stored"
+            ):
+                raise ValueError(
+                    "SeedEnsemble regularises all old tasks with stored targets; run seeds with "
+                    "reg_tasks_per_step or targets='online' one after another (without --parallel-seeds)"
+                )
             if m.target.buffer_names:
-                raise ValueError("SeedEnsemble does not support targets with buffers (BatchNorm) yet; "
-                                 "run the seeds one after another")
+                raise ValueError(
+                    "SeedEnsemble does not support targets with buffers (BatchNorm) yet; "
+                    "run the seeds one after another"
+                )
             if m.train_transform is not None:
                 raise ValueError("SeedEnsemble does not support a train_transform; run the seeds one after another")
-            if (m.hnet.config != first.hnet.config or type(m.strategy) is not type(first.strategy)
-                    or m.strategy.config() != first.strategy.config() or m.device != first.device
-                    or (m.optimizer_name, m.lr, m.optimizer_kwargs, m.batch_size)
-                    != (first.optimizer_name, first.lr, first.optimizer_kwargs, first.batch_size)):
+            if (
+                m.hnet.config != first.hnet.config
+                or type(m.strategy) is not type(first.strategy)
+                or m.strategy.config() != first.strategy.config()
+                or m.device != first.device
+                or (m.optimizer_name, m.lr, m.optimizer_kwargs, m.batch_size)
+                != (first.optimizer_name, first.lr, first.optimizer_kwargs, first.batch_size)
+            ):
                 raise ValueError("the learners of a SeedEnsemble must share configuration, strategy and device")
         gen = first.hnet.generator
         if isinstance(gen, RecurrentGenerator) and gen.num_layers != 1:
@@ -142,21 +154,23 @@ class SeedEnsemble:
         return params, buffers, trainable
 
     @torch.no_grad()
-    def _unstack(self, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                 trainable: list[str]) -> None:
+    def _unstack(self, params: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, trainable: list[str]) -> None:
         state = optimizer.state_dict()
         for i, m in enumerate(self.members):
             named = dict(m.hnet.named_parameters())
             for n, p in params.items():
                 named[n].copy_(p[i])
             m.optimizer = m.make_task_optimizer()
-            per = {k: {key: (v[i] if v.dim() > 0 else v).clone() if torch.is_tensor(v) else v
-                       for key, v in st.items()} for k, st in state["state"].items()}
+            per = {
+                k: {key: (v[i] if v.dim() > 0 else v).clone() if torch.is_tensor(v) else v for key, v in st.items()}
+                for k, st in state["state"].items()
+            }
             m.optimizer.load_state_dict({"state": per, "param_groups": state["param_groups"]})
 
     # ------------------------------------------------------------------ the ensemble forward
-    def generate_raw(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                     task_ids: list[int]) -> torch.Tensor:
+    def generate_raw(
+        self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], task_ids: list[int]
+    ) -> torch.Tensor:
         """Raw generator outputs of every seed for ``task_ids``: ``(S, B, padded)`` in one call."""
         hnet = self.members[0].hnet
         gen = hnet.generator
@@ -197,11 +211,9 @@ class SeedEnsemble:
 
     def _flat(self, raw: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
         n = self.members[0].target.num_params
-        return torch.addcmul(buffers["weight_offset"].unsqueeze(1), buffers["weight_gain"].unsqueeze(1),
-                             raw[..., :n])
+        return torch.addcmul(buffers["weight_offset"].unsqueeze(1), buffers["weight_gain"].unsqueeze(1), raw[..., :n])
 
-    def _task_losses(self, params: dict, buffers: dict, task_id: int, x: torch.Tensor, y: torch.Tensor
-                     ) -> torch.Tensor:
+    def _task_losses(self, params: dict, buffers: dict, task_id: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         first = self.members[0]
         target = first.target
         flat = self._flat(self.generate_raw(params, buffers, [task_id]), buffers)[:, 0]  # (S, N)
@@ -210,8 +222,9 @@ class SeedEnsemble:
             return first.task_loss(task_id, target(target.unflatten(w), xb), yb)
 
         # (S,); a loop over the seeds where vmap cannot run the target (recurrent layers)
-        return target.vmap(one, (0, 0, 0), flat, x, y, purpose="seeds (--parallel-seeds)",
-                           cost="one target forward per seed")
+        return target.vmap(
+            one, (0, 0, 0), flat, x, y, purpose="seeds (--parallel-seeds)", cost="one target forward per seed"
+        )
 
     def _penalties(self, params: dict, buffers: dict, optimizer: torch.optim.Optimizer) -> Optional[torch.Tensor]:
         st = self.members[0].strategy
@@ -242,8 +255,9 @@ class SeedEnsemble:
                 m.hnet.train()
                 m.target.train()
         self._params, self._buffers, self._trainable = self._stack()
-        self._optimizer = make_optimizer(first.optimizer_name, [self._params[n] for n in self._trainable], first.lr,
-                                         first.optimizer_kwargs)
+        self._optimizer = make_optimizer(
+            first.optimizer_name, [self._params[n] for n in self._trainable], first.lr, first.optimizer_kwargs
+        )
         st = first.strategy
         self._reg_targets = None  # the seeds' eq. 2/3 targets and weights in raw space, stacked ONCE per task
         if isinstance(st, HNETRegularizer) and st.old_ids and st.beta != 0:
@@ -279,15 +293,21 @@ class SeedEnsemble:
                 m.hnet.task_embeddings[task_id].requires_grad_(False)
                 m.strategy.after_task(m, task_id, data)
             m.learned_tasks.append(task_id)
-            log = {"task": task_id, "steps": steps, "final_loss": final_losses[i],
-                   "parallel_seeds": len(self.members)}
+            log = {"task": task_id, "steps": steps, "final_loss": final_losses[i], "parallel_seeds": len(self.members)}
             m.train_log[task_id] = log
             logs.append(log)
         del self._params, self._buffers, self._optimizer, self._trainable, self._reg_targets
         return logs
 
-    def fit_task(self, task_id: int, data: Any, iterations: Optional[int] = None, epochs: Optional[int] = None,
-                 num_classes: Optional[int] = None, progress: bool = False) -> list[dict]:
+    def fit_task(
+        self,
+        task_id: int,
+        data: Any,
+        iterations: Optional[int] = None,
+        epochs: Optional[int] = None,
+        num_classes: Optional[int] = None,
+        progress: bool = False,
+    ) -> list[dict]:
         """Learn one task in every seed (``data``: one task for all seeds, as :meth:`ContinualLearner.fit_task`
         takes it). Returns each seed's training log."""
         first = self.members[0]
@@ -311,8 +331,9 @@ class SeedEnsemble:
         window_mean = [float("nan")] * len(self.members)
         for it in range(steps):
             pairs = [next(b) for b in batches]
-            losses[it % check] = self.train_step(stack_inputs([p[0] for p in pairs]),
-                                                 torch.stack([p[1] for p in pairs]))
+            losses[it % check] = self.train_step(
+                stack_inputs([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+            )
             if (it + 1) % check == 0 or it + 1 == steps:
                 window = losses[: (it % check) + 1]
                 finite = torch.isfinite(window)
@@ -320,12 +341,17 @@ class SeedEnsemble:
                     bad = (~finite).nonzero()
                     row = int(bad[0, 0])
                     seeds = sorted({self.members[j].seed for j in bad[bad[:, 0] == row, 1].tolist()})
-                    note = ("" if len(seeds) == 1 else " (the recurrent generator's shared fused call lets one "
-                            "diverging seed spoil every seed's loss: rerun without --parallel-seeds to find it)")
+                    note = (
+                        ""
+                        if len(seeds) == 1
+                        else " (the recurrent generator's shared fused call lets one "
+                        "diverging seed spoil every seed's loss: rerun without --parallel-seeds to find it)"
+                    )
                     raise NonFiniteLossError(
                         f"non-finite loss in seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} at "
                         f"task {task_id}, iteration {it - (it % check) + row}{note}: lower the learning rate or "
-                        "beta; the last saved checkpoint is unchanged")
+                        "beta; the last saved checkpoint is unchanged"
+                    )
                 window_mean = window.mean(0).tolist()
                 if bar is not None:
                     bar.update(len(window))
@@ -334,12 +360,12 @@ class SeedEnsemble:
             bar.close()
         return self.end_task(data, steps, window_mean)
 
-    def evaluate(self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
-                 temperatures: Any = None) -> list[dict]:
+    def evaluate(
+        self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True, temperatures: Any = None
+    ) -> list[dict]:
         """Every seed's :meth:`ContinualLearner.evaluate`, in its own RNG stream."""
         out = []
         for i, m in enumerate(self.members):
             with self.member_rng(i):
                 out.append(m.evaluate(tasks_data, scenarios, record, temperatures))
         return out
-

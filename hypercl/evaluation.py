@@ -52,8 +52,12 @@ class Evaluation(LearnerFields):
 
     @torch.no_grad()
     def evaluate(
-        self, tasks_data: Any, scenarios: Optional[Sequence[str]] = None, record: bool = True,
-        temperatures: Any = None, task_inference: Any = None,
+        self,
+        tasks_data: Any,
+        scenarios: Optional[Sequence[str]] = None,
+        record: bool = True,
+        temperatures: Any = None,
+        task_inference: Any = None,
     ) -> dict[str, dict]:
         """Test accuracy of every LEARNED task, in each scenario (default: the learner's ``scenario``).
 
@@ -91,8 +95,9 @@ class Evaluation(LearnerFields):
                 if self.task_buffers:
                     names = list(self.task_buffers[learned[0]])
                     bufs = {n: torch.stack([self.task_buffers[t][n] for t in learned]) for n in names}
-                cands = make_candidates(self.hnet, self.target, learned, criterion if infers else get_criterion(None),
-                                        bufs, temps)
+                cands = make_candidates(
+                    self.hnet, self.target, learned, criterion if infers else get_criterion(None), bufs, temps
+                )
                 logits_of = cands.logits
 
                 def infer_tasks(logits: torch.Tensor, mask: torch.Tensor, xb: Any) -> torch.Tensor:
@@ -106,8 +111,18 @@ class Evaluation(LearnerFields):
                 k = self.heads.num_classes[task]
                 src.check(k)
                 inferred[task] = []
-                res = evaluate_task(logits_of, src.iterate(self.device, k, self.eval_batch_size), self.heads,
-                                    learned, task, self.task_conditioned, scen, temps, infer, inferred[task])
+                res = evaluate_task(
+                    logits_of,
+                    src.iterate(self.device, k, self.eval_batch_size),
+                    self.heads,
+                    learned,
+                    task,
+                    self.task_conditioned,
+                    scen,
+                    temps,
+                    infer,
+                    inferred[task],
+                )
                 for s in scen:
                     out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
         finally:
@@ -123,8 +138,11 @@ class Evaluation(LearnerFields):
         for s in scen:
             accs = list(out[s]["accuracy"].values())
             out[s]["average"] = sum(accs) / len(accs) if accs else float("nan")
-            row = {"after_task": learned[-1], "accuracy": dict(out[s]["accuracy"]),
-                   "task_inference": dict(out[s]["task_inference"])}
+            row = {
+                "after_task": learned[-1],
+                "accuracy": dict(out[s]["accuracy"]),
+                "task_inference": dict(out[s]["task_inference"]),
+            }
             if confusion is not None and s != "cl1":
                 out[s]["inferred"] = {t: ids[v].tolist() for t, v in per_task.items()}
                 out[s]["confusion"] = confusion

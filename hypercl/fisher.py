@@ -48,9 +48,17 @@ def diagonal_empirical_fisher(
     g_fn = grad(sample_loss)
     mapper = getattr(target, "vmap", None)
     if mapper is not None:
+
         def per_sample_grad(pp: dict, x: Any, y: torch.Tensor) -> dict:
-            return mapper(g_fn, (None, 0, 0), pp, x, y, purpose="per-sample gradients (Fisher, eq. 4)",
-                          cost="one gradient per sample instead of one vmapped call per batch")
+            return mapper(
+                g_fn,
+                (None, 0, 0),
+                pp,
+                x,
+                y,
+                purpose="per-sample gradients (Fisher, eq. 4)",
+                cost="one gradient per sample instead of one vmapped call per batch",
+            )
     else:
         per_sample_grad = vmap(g_fn, in_dims=(None, 0, 0))
     total = {n: torch.zeros_like(v) for n, v in p.items()}

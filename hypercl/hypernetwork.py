@@ -20,8 +20,16 @@ from .generators import ChunkedMLPGenerator, Generator, GRUGenerator, LSTMGenera
 from .generators.init import VON_OSWALD_EMB_STD, von_oswald_init_
 from .target import FunctionalTarget, wrap
 
-__all__ = ["HyperNetwork", "GENERATORS", "INIT_SCHEMES", "default_chunk_size", "init_scale_map", "von_oswald_init_",
-           "VON_OSWALD_EMB_STD", "build_generator"]
+__all__ = [
+    "HyperNetwork",
+    "GENERATORS",
+    "INIT_SCHEMES",
+    "default_chunk_size",
+    "init_scale_map",
+    "von_oswald_init_",
+    "VON_OSWALD_EMB_STD",
+    "build_generator",
+]
 
 GENERATORS = {"lstm": LSTMGenerator, "gru": GRUGenerator, "mlp": MLPGenerator, "chunked_mlp": ChunkedMLPGenerator}
 DEFAULT_HIDDEN: dict[str, Any] = {"lstm": 64, "gru": 64, "mlp": (10, 10), "chunked_mlp": (10, 10)}
@@ -31,6 +39,7 @@ TaskIds = Union[int, Sequence[int], torch.Tensor]
 #: ``"target_scale"``: backend defaults (``nn.Linear``-like) + the target's init-scale map (:func:`init_scale_map`);
 #: ``"von_oswald"``: von Oswald et al. 2020's own scheme (:func:`von_oswald_init_`), weights emitted unscaled.
 INIT_SCHEMES = ("target_scale", "von_oswald")
+
 
 def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
     """``task_ids`` (an int, a sequence or a tensor) as a list of ints, each checked against ``num_tasks``."""
@@ -44,8 +53,10 @@ def task_id_list(task_ids: TaskIds, num_tasks: int) -> list[int]:
         raise ValueError("task_ids is empty")
     bad = [i for i in ids if not 0 <= i < num_tasks]
     if bad and num_tasks == 0:
-        raise KeyError(f"unknown task id(s) {bad}: this model has no tasks yet; learn one with fit_task() or "
-                       "register it with add_task()")
+        raise KeyError(
+            f"unknown task id(s) {bad}: this model has no tasks yet; learn one with fit_task() or "
+            "register it with add_task()"
+        )
     if bad:
         raise KeyError(
             f"unknown task id(s) {bad}: this model has {num_tasks} task(s) (ids 0..{num_tasks - 1}); "
@@ -174,9 +185,7 @@ class HyperNetwork(nn.Module):
         self.chunk_emb_dim = int(chunk_emb_dim)
         if isinstance(generator, Generator):
             if generator.plan.num_params != n:
-                raise ValueError(
-                    f"the generator's plan is for {generator.plan.num_params} weights, the target has {n}"
-                )
+                raise ValueError(f"the generator's plan is for {generator.plan.num_params} weights, the target has {n}")
             if generator.task_emb_dim != self.task_emb_dim:
                 raise ValueError(
                     f"the generator expects task embeddings of size {generator.task_emb_dim}, "

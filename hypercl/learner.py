@@ -24,8 +24,17 @@ from .scenarios import SCENARIOS, HeadLayout, check_scenario
 from .strategies import Strategy, get_strategy
 from .target_forward import AUTOCAST_DTYPES, TargetForward
 
-__all__ = ["ContinualLearner", "NonFiniteLossError", "OPTIMIZERS", "FUSED_OPTIMIZERS", "AUTOCAST_DTYPES",
-           "make_optimizer", "WEIGHT_SOURCES", "register_weight_source", "restore_model_state"]
+__all__ = [
+    "ContinualLearner",
+    "NonFiniteLossError",
+    "OPTIMIZERS",
+    "FUSED_OPTIMIZERS",
+    "AUTOCAST_DTYPES",
+    "make_optimizer",
+    "WEIGHT_SOURCES",
+    "register_weight_source",
+    "restore_model_state",
+]
 
 Data = Any  # (X, Y) in memory, an object with x_train/y_train, or an iterable of (x, y) batches: hypercl.batches
 
@@ -179,12 +188,14 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         return self._source(data, task_id).infer_num_classes()
 
     # ------------------------------------------------------------------ batches
-    def _batches(self, data: Any, batch_size: int, shuffle: bool = True, task_id: Any = "?"
-                 ) -> Iterator[tuple[Any, torch.Tensor]]:
+    def _batches(
+        self, data: Any, batch_size: int, shuffle: bool = True, task_id: Any = "?"
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
         """Endless device batches (:meth:`hypercl.batches.TaskSource.endless`): shuffled passes over ``(X, Y)`` by
         index, or passes over an iterable of batches, labels checked against the task's registered classes."""
-        return self._source(data, task_id).endless(batch_size, self.rng, self.device, shuffle,
-                                                   self.heads.num_classes.get(task_id))
+        return self._source(data, task_id).endless(
+            batch_size, self.rng, self.device, shuffle, self.heads.num_classes.get(task_id)
+        )
 
     def _steps_per_epoch(self, data: Any, batch_size: int) -> int:
         return self._source(data).steps_per_epoch(batch_size)
@@ -201,15 +212,22 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
     def _bad_logits(self, task_id: int, logits: Any, start: int, stop: int) -> None:
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise DataError(f"task {task_id}: the target's logits have shape {shape}, expected (batch, outputs): "
-                            "pick per-sample class scores with wrap(model, output=...), e.g. "
-                            "output=lambda out: out.logits[:, -1]")
-        layout = "one head over all classes (CL3)" if self.uses_global_labels() else \
-            f"output_layout={self.heads.output_layout!r}"
+            raise DataError(
+                f"task {task_id}: the target's logits have shape {shape}, expected (batch, outputs): "
+                "pick per-sample class scores with wrap(model, output=...), e.g. "
+                "output=lambda out: out.logits[:, -1]"
+            )
+        layout = (
+            "one head over all classes (CL3)"
+            if self.uses_global_labels()
+            else f"output_layout={self.heads.output_layout!r}"
+        )
         shared_hint = self.heads.output_layout == "shared" or not self.task_conditioned
-        raise DataError(f"task {task_id} needs output units [{start}, {stop}) ({self.heads.num_classes[task_id]} "
-                        f"classes, {layout}), but the target has {logits.shape[-1]} outputs: give the model at "
-                        f"least {stop} outputs" + ("" if shared_hint else ", or use output_layout='shared'"))
+        raise DataError(
+            f"task {task_id} needs output units [{start}, {stop}) ({self.heads.num_classes[task_id]} "
+            f"classes, {layout}), but the target has {logits.shape[-1]} outputs: give the model at "
+            f"least {stop} outputs" + ("" if shared_hint else ", or use output_layout='shared'")
+        )
 
     def uses_global_labels(self) -> bool:
         """Whether labels are global class ids (a plain network in CL3: one head over every class seen so far)."""
@@ -302,8 +320,16 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
             self.hnet.train(modes[0])
             self.target.train(modes[1])
 
-    def _fit_steps(self, task_id: int, data: Data, source: TaskSource, steps: int, bs: int, k: int,
-                   callback: Optional[Callable[[int, torch.Tensor], None]]) -> dict:
+    def _fit_steps(
+        self,
+        task_id: int,
+        data: Data,
+        source: TaskSource,
+        steps: int,
+        bs: int,
+        k: int,
+        callback: Optional[Callable[[int, torch.Tensor], None]],
+    ) -> dict:
         self.hnet.train()
         self.target.train()
         losses = torch.zeros(self.check_every, device=self.device)
@@ -379,5 +405,11 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         batches = self._source(data, task_id).subset(num_samples, self.rng, int(batch_size), self.device)
         with torch.no_grad():
             params = self.hnet(task_id)
-        return task_fisher(self.target, params, batches, lambda out, yy: self.task_loss(task_id, out, yy),
-                           buffers=self.task_buffers.get(task_id), normalize=normalize)
+        return task_fisher(
+            self.target,
+            params,
+            batches,
+            lambda out, yy: self.task_loss(task_id, out, yy),
+            buffers=self.task_buffers.get(task_id),
+            normalize=normalize,
+        )

@@ -20,8 +20,15 @@ from .state_check import check_learner_state
 from .strategies import Strategy, get_strategy
 from .target_forward import dtype_name, plain
 
-__all__ = ["Checkpointing", "WEIGHT_SOURCES", "register_weight_source", "restore_model_state", "restore_progress",
-           "restore_learner", "to_device"]
+__all__ = [
+    "Checkpointing",
+    "WEIGHT_SOURCES",
+    "register_weight_source",
+    "restore_model_state",
+    "restore_progress",
+    "restore_learner",
+    "to_device",
+]
 
 #: a weight source: HyperNetwork, DirectWeights, IndependentWeights or another registered kind (duck-typed)
 Model = Any
@@ -63,8 +70,11 @@ class Checkpointing(LearnerFields):
             "target_frozen": self.target.frozen_parameters(),
             "dtype": dtype_name(self.target.dtype),
             "task_buffers": {t: dict(b) for t, b in self.task_buffers.items()},
-            "strategy": {"name": self.strategy.name, "config": self.strategy.config(),
-                         "state": self.strategy.state_dict()},
+            "strategy": {
+                "name": self.strategy.name,
+                "config": self.strategy.config(),
+                "state": self.strategy.state_dict(),
+            },
             "learner": {
                 "scenario": self.scenario,
                 "optimizer": self.optimizer_name,
@@ -84,8 +94,11 @@ class Checkpointing(LearnerFields):
             "learned_tasks": list(self.learned_tasks),
             "history": self.history,
             "train_log": self.train_log,
-            "rng": {"learner": self.rng.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": {
+                "learner": self.rng.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
     def save(self, path: Union[str, os.PathLike]) -> None:
@@ -120,13 +133,25 @@ class Checkpointing(LearnerFields):
             raise
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, ArithmeticError) as e:
             what = f"lacks the entry {e}" if isinstance(e, KeyError) else f"does not fit: {type(e).__name__}: {e}"
-            raise CheckpointError(one_line(f"{path} {what}; pass the model it was saved with (model=/hnet=), or "
-                                           "remove the checkpoint and train again")) from e
+            raise CheckpointError(
+                one_line(
+                    f"{path} {what}; pass the model it was saved with (model=/hnet=), or "
+                    "remove the checkpoint and train again"
+                )
+            ) from e
 
     @classmethod
-    def _from_state(cls, state: dict, path: Union[str, os.PathLike], model: Optional[nn.Module],
-                    hnet: Optional[Model], device: Union[str, torch.device, None], strategy: Optional[Strategy],
-                    progress: bool, distributed: Optional[DistributedContext]) -> Any:
+    def _from_state(
+        cls,
+        state: dict,
+        path: Union[str, os.PathLike],
+        model: Optional[nn.Module],
+        hnet: Optional[Model],
+        device: Union[str, torch.device, None],
+        strategy: Optional[Strategy],
+        progress: bool,
+        distributed: Optional[DistributedContext],
+    ) -> Any:
         check_learner_state(state, path)
         dtype = getattr(torch, state.get("dtype") or "", None)
         dtype = dtype if isinstance(dtype, torch.dtype) else None
@@ -161,11 +186,22 @@ class Checkpointing(LearnerFields):
         cfg = state["learner"]
         st = strategy or get_strategy(state["strategy"]["name"], **state["strategy"]["config"])
         learner = cast(Any, cls)(
-            hnet, strategy=st, scenario=cfg["scenario"], optimizer=cfg["optimizer"], lr=cfg["lr"],
-            optimizer_kwargs=cfg["optimizer_kwargs"], output_layout=cfg["output_layout"],
-            batch_size=cfg["batch_size"], eval_batch_size=cfg["eval_batch_size"], device=device,
-            seed=cfg["seed"], progress=progress, check_every=cfg["check_every"], distributed=distributed,
-            compile=cfg.get("compile", False), compile_options=cfg.get("compile_options"),
+            hnet,
+            strategy=st,
+            scenario=cfg["scenario"],
+            optimizer=cfg["optimizer"],
+            lr=cfg["lr"],
+            optimizer_kwargs=cfg["optimizer_kwargs"],
+            output_layout=cfg["output_layout"],
+            batch_size=cfg["batch_size"],
+            eval_batch_size=cfg["eval_batch_size"],
+            device=device,
+            seed=cfg["seed"],
+            progress=progress,
+            check_every=cfg["check_every"],
+            distributed=distributed,
+            compile=cfg.get("compile", False),
+            compile_options=cfg.get("compile_options"),
             autocast_dtype=cfg.get("autocast_dtype"),
         )
         st.load_state_dict(to_device(state["strategy"]["state"], learner.device))
@@ -199,23 +235,32 @@ def restore_model_state(hnet: Model, state: dict, path: Union[str, os.PathLike, 
     for n, p in hnet.named_parameters():
         p.requires_grad_(state["requires_grad"].get(n, True))
     module = hnet.target.module
-    for kind, own, saved in (("buffers", dict(module.named_buffers()), state["target_buffers"]),
-                             ("frozen parameters", hnet.target.frozen_parameters(), state.get("target_frozen"))):
+    for kind, own, saved in (
+        ("buffers", dict(module.named_buffers()), state["target_buffers"]),
+        ("frozen parameters", hnet.target.frozen_parameters(), state.get("target_frozen")),
+    ):
         if saved is None:  # an older checkpoint
             if own:
-                raise CheckpointError(f"{where} does not hold the target's {kind} {sorted(own)[:4]} (written by an "
-                                      "older hypercl): loading would keep the fresh module's values; train again")
+                raise CheckpointError(
+                    f"{where} does not hold the target's {kind} {sorted(own)[:4]} (written by an "
+                    "older hypercl): loading would keep the fresh module's values; train again"
+                )
             continue
         if set(saved) != set(own):
-            raise CheckpointError(one_line(
-                f"{where}: the target module's {kind} do not fit: the checkpoint has {sorted(saved)[:6]}, the module "
-                f"{sorted(own)[:6]}; pass a module of the architecture it was saved with (model=)"))
+            raise CheckpointError(
+                one_line(
+                    f"{where}: the target module's {kind} do not fit: the checkpoint has {sorted(saved)[:6]}, "
+                    f"the module {sorted(own)[:6]}; pass a module of the architecture it was saved with (model=)"
+                )
+            )
         bad = [n for n in own if tuple(own[n].shape) != tuple(saved[n].shape)]
         if bad:
             n = bad[0]
-            raise CheckpointError(f"{where}: the target's {kind[:-1]} {n!r} has shape {tuple(saved[n].shape)} in the "
-                                  f"checkpoint, {tuple(own[n].shape)} in the module given; pass a module of the "
-                                  "architecture it was saved with (model=)")
+            raise CheckpointError(
+                f"{where}: the target's {kind[:-1]} {n!r} has shape {tuple(saved[n].shape)} in the "
+                f"checkpoint, {tuple(own[n].shape)} in the module given; pass a module of the "
+                "architecture it was saved with (model=)"
+            )
         with torch.no_grad():
             for n, t in saved.items():
                 own[n].copy_(t)
@@ -231,14 +276,16 @@ def to_device(obj: Any, device: torch.device) -> Any:
         return [to_device(v, device) for v in obj]
     return obj
 
+
 def restore_progress(learner: Any, state: dict) -> None:
     """Put a saved learner's progress into ``learner``: registered classes, learned tasks, per-task buffers, the
     accuracy history, the training log and the learner's own random generator."""
     dev = learner.device
     learner.heads.num_classes = {int(k): int(v) for k, v in state["num_classes"].items()}
     learner.learned_tasks = [int(t) for t in state["learned_tasks"]]
-    learner.task_buffers = {int(t): OrderedDict((n, b.to(dev)) for n, b in bufs.items())
-                            for t, bufs in state["task_buffers"].items()}
+    learner.task_buffers = {
+        int(t): OrderedDict((n, b.to(dev)) for n, b in bufs.items()) for t, bufs in state["task_buffers"].items()
+    }
     learner.history = {s: list(rows) for s, rows in state["history"].items()}
     learner.train_log = {int(k): v for k, v in state["train_log"].items()}
     learner.rng.set_state(state["rng"]["learner"])

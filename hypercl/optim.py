@@ -20,8 +20,9 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 FUSED_OPTIMIZERS = ("adam", "adamw")
 
 
-def make_optimizer(name: str, params: list[torch.Tensor], lr: float, kwargs: Optional[dict] = None
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: list[torch.Tensor], lr: float, kwargs: Optional[dict] = None
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``params``; Adam/AdamW run fused (one kernel) unless ``kwargs`` choose
     ``fused`` or ``foreach`` themselves, wherever every parameter is a float tensor on the CPU or CUDA."""
     kw = dict(kwargs or {})

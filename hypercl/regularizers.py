@@ -12,8 +12,13 @@ import torch
 
 from .fisher import diagonal_empirical_fisher, normalize_fisher
 
-__all__ = ["squared_distance", "hnet_output_regularizer", "importance_weighted_regularizer",
-           "diagonal_empirical_fisher", "normalize_fisher"]
+__all__ = [
+    "squared_distance",
+    "hnet_output_regularizer",
+    "importance_weighted_regularizer",
+    "diagonal_empirical_fisher",
+    "normalize_fisher",
+]
 
 
 def _check_pair(current: torch.Tensor, targets: torch.Tensor) -> None:
@@ -48,8 +53,9 @@ class _SquaredDistance(torch.autograd.Function):
         return weighted * (-2.0 * grad_value), None, None
 
 
-def squared_distance(current: torch.Tensor, targets: torch.Tensor,
-                     weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def squared_distance(
+    current: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """``Σ_t Σ_i w_ti (targets_ti − current_ti)²`` (``w`` = 1 when ``weight`` is None), differentiable in
     ``current``."""
     return _SquaredDistance.apply(current, targets, weight)[0]

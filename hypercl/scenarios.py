@@ -17,8 +17,18 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
-__all__ = ["SCENARIOS", "check_scenario", "HeadLayout", "masked_entropy", "infer_task_by_entropy", "score_batch",
-           "evaluate_task", "row_temperatures", "confusion_matrix", "scale_logits"]
+__all__ = [
+    "SCENARIOS",
+    "check_scenario",
+    "HeadLayout",
+    "masked_entropy",
+    "infer_task_by_entropy",
+    "score_batch",
+    "evaluate_task",
+    "row_temperatures",
+    "confusion_matrix",
+    "scale_logits",
+]
 
 SCENARIOS = ("cl1", "cl2", "cl3")
 OUTPUT_LAYOUTS = ("shared", "per_task")
@@ -86,13 +96,16 @@ def scale_logits(logits: torch.Tensor, temperatures: Optional[torch.Tensor]) -> 
         return logits
     temps = torch.as_tensor(temperatures, dtype=logits.dtype, device=logits.device).reshape(-1)
     if temps.numel() != logits.shape[0]:
-        raise ValueError(f"temperatures has {temps.numel()} values, but there are {logits.shape[0]} candidate tasks: "
-                         "give one temperature per learned task")
+        raise ValueError(
+            f"temperatures has {temps.numel()} values, but there are {logits.shape[0]} candidate tasks: "
+            "give one temperature per learned task"
+        )
     return logits / temps.view(-1, *([1] * (logits.dim() - 1)))
 
 
-def masked_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
-                   ) -> torch.Tensor:
+def masked_entropy(
+    logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Entropy of the softmax over the masked units: ``logits (T, B, O)``, ``mask (T, O)`` → ``(T, B)``; with
     ``temperatures`` (``(T,)``) row ``t``'s logits are divided by ``T_t`` first."""
     masked = scale_logits(logits, temperatures).masked_fill(~mask.unsqueeze(1), float("-inf"))
@@ -101,8 +114,9 @@ def masked_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optio
     return -(p * logp.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
 
 
-def infer_task_by_entropy(logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
-                          ) -> torch.Tensor:
+def infer_task_by_entropy(
+    logits: torch.Tensor, mask: torch.Tensor, temperatures: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Per-sample task inference: the row (task) with the lowest predictive entropy, ``(T, B, O)`` → ``(B,)``
     (each row's logits divided by its temperature first, when ``temperatures`` is given)."""
     return masked_entropy(logits, mask, temperatures).argmin(dim=0)
@@ -113,8 +127,9 @@ def confusion_matrix(true_rows: torch.Tensor, inferred_rows: torch.Tensor, num_t
     positions in the learned tasks; one ``bincount``)."""
     true_rows, inferred_rows = torch.as_tensor(true_rows).long(), torch.as_tensor(inferred_rows).long()
     if true_rows.shape != inferred_rows.shape:
-        raise ValueError(f"true and inferred tasks differ in shape: {tuple(true_rows.shape)} vs "
-                         f"{tuple(inferred_rows.shape)}")
+        raise ValueError(
+            f"true and inferred tasks differ in shape: {tuple(true_rows.shape)} vs {tuple(inferred_rows.shape)}"
+        )
     flat = true_rows.reshape(-1) * num_tasks + inferred_rows.reshape(-1)
     return torch.bincount(flat, minlength=num_tasks * num_tasks).reshape(num_tasks, num_tasks)
 
@@ -207,8 +222,7 @@ def evaluate_task(
             if inferred is not None:
                 inferred.append(rows)
         for s in scenarios:
-            correct, hits = score_batch(logits, mask, starts, offsets, row, yb, task_conditioned, s, temperatures,
-                                        rows)
+            correct, hits = score_batch(logits, mask, starts, offsets, row, yb, task_conditioned, s, temperatures, rows)
             counts[s][0] += correct
             if hits is not None:
                 counts[s][1] += hits
@@ -234,8 +248,10 @@ def row_temperatures(temperatures: Any, learned: Sequence[int], device: Any = "c
     else:
         flat = torch.as_tensor(temperatures, dtype=torch.float32).reshape(-1)
         if flat.numel() <= max(learned):
-            raise ValueError(f"temperatures has {flat.numel()} values, but tasks up to {max(learned)} are "
-                             "learned: give one temperature per task id")
+            raise ValueError(
+                f"temperatures has {flat.numel()} values, but tasks up to {max(learned)} are "
+                "learned: give one temperature per task id"
+            )
         values = flat[learned].tolist()
     if not all(v > 0 and v < float("inf") for v in values):
         raise ValueError(f"temperatures must be finite and > 0, got {values}")

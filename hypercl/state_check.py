@@ -60,10 +60,14 @@ def _confusion(v: Any) -> bool:
 def _history_row(v: Any) -> bool:
     """One evaluation row (:meth:`~hypercl.ContinualLearner.evaluate`): accuracies and task inference per task, the
     criterion and the CL2/CL3 confusion counts where recorded."""
-    return (_row(v) and _int(v.get("after_task")) and _accuracies(v.get("accuracy"))
-            and _accuracies(v.get("task_inference"))
-            and ("task_inference_method" not in v or _str(v["task_inference_method"]))
-            and ("confusion" not in v or _confusion(v["confusion"])))
+    return (
+        _row(v)
+        and _int(v.get("after_task"))
+        and _accuracies(v.get("accuracy"))
+        and _accuracies(v.get("task_inference"))
+        and ("task_inference_method" not in v or _str(v["task_inference_method"]))
+        and ("confusion" not in v or _confusion(v["confusion"]))
+    )
 
 
 #: entry -> check; ``None`` marks an entry older checkpoints may lack
@@ -87,8 +91,12 @@ _TOP: dict[str, tuple[Callable[[Any], bool], bool]] = {
     "learned_tasks": (_list_of(_int), True),
     "history": (_dict_of(_str, _list_of(_history_row)), True),
     "train_log": (_dict_of(lambda k: _int(k) or _str(k), _row), True),
-    "rng": (lambda v: _row(v) and _tensor(v.get("learner")) and _tensor(v.get("torch"))
-            and _list_of(_tensor)(v.get("cuda")), True),
+    "rng": (
+        lambda v: (
+            _row(v) and _tensor(v.get("learner")) and _tensor(v.get("torch")) and _list_of(_tensor)(v.get("cuda"))
+        ),
+        True,
+    ),
 }
 
 _LEARNER: dict[str, tuple[Callable[[Any], bool], bool]] = {
@@ -119,12 +127,16 @@ def _check(entries: dict, spec: dict, where: str, path: Union[str, os.PathLike])
     for key, (ok, required) in spec.items():
         if key not in entries:
             if required:
-                raise CheckpointError(f"{path} lacks the entry {where}{key!r}; it is not a complete learner "
-                                      "checkpoint: remove it and train again")
+                raise CheckpointError(
+                    f"{path} lacks the entry {where}{key!r}; it is not a complete learner "
+                    "checkpoint: remove it and train again"
+                )
             continue
         if not ok(entries[key]):
-            raise CheckpointError(f"{path}: the entry {where}{key!r} is {_short(entries[key])}, not what a learner "
-                                  "checkpoint holds; remove it (or restore a good copy) and train again")
+            raise CheckpointError(
+                f"{path}: the entry {where}{key!r} is {_short(entries[key])}, not what a learner "
+                "checkpoint holds; remove it (or restore a good copy) and train again"
+            )
 
 
 def check_learner_state(state: dict, path: Union[str, os.PathLike]) -> None:
@@ -134,5 +146,7 @@ def check_learner_state(state: dict, path: Union[str, os.PathLike]) -> None:
     _check(state["learner"], _LEARNER, "learner.", path)
     unknown = [t for t in state["learned_tasks"] if t not in state["num_classes"]]
     if unknown or len(set(state["learned_tasks"])) != len(state["learned_tasks"]):
-        raise CheckpointError(f"{path}: learned tasks {state['learned_tasks']} do not match the registered tasks "
-                              f"{sorted(state['num_classes'])}; remove it (or restore a good copy) and train again")
+        raise CheckpointError(
+            f"{path}: learned tasks {state['learned_tasks']} do not match the registered tasks "
+            f"{sorted(state['num_classes'])}; remove it (or restore a good copy) and train again"
+        )

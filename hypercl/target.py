@@ -56,8 +56,10 @@ def loop_map(fn: Callable[..., Any], in_dims: Sequence[Optional[int]], *args: An
     n = _mapped_size(args, in_dims)
     outs = []
     for i in range(n):
-        one = [tree_map(lambda t: t[i] if isinstance(t, torch.Tensor) else t, a) if d is not None else a
-               for a, d in zip(args, in_dims)]
+        one = [
+            tree_map(lambda t: t[i] if isinstance(t, torch.Tensor) else t, a) if d is not None else a
+            for a, d in zip(args, in_dims)
+        ]
         outs.append(fn(*one))
     flat = [tree_flatten(o) for o in outs]
     spec = flat[0][1]
@@ -85,8 +87,9 @@ class FunctionalTarget:
         num_params: total number of generated scalars ``N``.
     """
 
-    def __init__(self, module: nn.Module, include: Optional[Callable[[str, nn.Parameter], bool]] = None,
-                 output: Output = None) -> None:
+    def __init__(
+        self, module: nn.Module, include: Optional[Callable[[str, nn.Parameter], bool]] = None, output: Output = None
+    ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"wrap() expects an nn.Module, got {type(module).__name__}")
         include = include or (lambda name, p: p.requires_grad)
@@ -125,9 +128,7 @@ class FunctionalTarget:
             got = params[name].shape
             if tuple(got[batch_dims:]) != tuple(shape) or len(got) != len(shape) + batch_dims:
                 lead = f"{batch_dims} leading batch dim(s) + " if batch_dims else ""
-                raise ValueError(
-                    f"parameter {name!r} has shape {tuple(got)}, expected {lead}{tuple(shape)}"
-                )
+                raise ValueError(f"parameter {name!r} has shape {tuple(got)}, expected {lead}{tuple(shape)}")
 
     def flatten(self, params: Params) -> torch.Tensor:
         """Concatenate a params dict into one 1-D vector of length ``num_params`` (the order of ``param_shapes``)."""
@@ -171,9 +172,7 @@ class FunctionalTarget:
         return OrderedDict((n, b.detach().clone()) for n, b in self.module.named_buffers())
 
     # ------------------------------------------------------------------ calls
-    def __call__(
-        self, params: Params, x: Any, *args: Any, buffers: Optional[Params] = None, **kwargs: Any
-    ) -> Any:
+    def __call__(self, params: Params, x: Any, *args: Any, buffers: Optional[Params] = None, **kwargs: Any) -> Any:
         """Run the module on ``x`` with the given weights (``functional_call``).
 
         ``buffers`` replaces the module's buffers for this call; in training mode BatchNorm updates the passed
@@ -194,8 +193,14 @@ class FunctionalTarget:
         out = functional_call(self.module, cast(dict, tensors), pos, kw)
         return pick_logits(out, self.output, type(self.module).__name__)
 
-    def vmap(self, fn: Callable[..., Any], in_dims: Sequence[Optional[int]], *args: Any,
-             purpose: str = "weights", cost: str = "one call per weight set") -> Any:
+    def vmap(
+        self,
+        fn: Callable[..., Any],
+        in_dims: Sequence[Optional[int]],
+        *args: Any,
+        purpose: str = "weights",
+        cost: str = "one call per weight set",
+    ) -> Any:
         """``torch.func.vmap(fn, in_dims)(*args)`` for a ``fn`` that calls this target; where vmap cannot run the
         module, a loop over the mapped dimension (:func:`loop_map`) with the same numbers.
 
@@ -221,7 +226,9 @@ class FunctionalTarget:
             warnings.warn(
                 f"{type(self.module).__name__}: torch.func.vmap cannot run this target ({op}); {purpose} now run as "
                 f"a Python loop ({cost}), with the same results but slower. Everything else stays vmapped.",
-                VmapFallbackWarning, stacklevel=3)
+                VmapFallbackWarning,
+                stacklevel=3,
+            )
             return out
         self.vmap_ok[key] = True
         return out
@@ -258,9 +265,15 @@ class FunctionalTarget:
         def one(p: Params, b: Params, xx: Any) -> Any:
             return self.apply({**p, **b}, xx)
 
-        return self.vmap(one, (0, 0 if buffers_per_task else None, 0 if x_per_task else None),
-                         dict(stacked_params), buf, x, purpose="weight sets (target.batched)",
-                         cost="one forward per weight set: T forwards instead of one")
+        return self.vmap(
+            one,
+            (0, 0 if buffers_per_task else None, 0 if x_per_task else None),
+            dict(stacked_params),
+            buf,
+            x,
+            purpose="weight sets (target.batched)",
+            cost="one forward per weight set: T forwards instead of one",
+        )
 
     # ------------------------------------------------------------------ module plumbing
     def train(self, mode: bool = True) -> FunctionalTarget:
@@ -285,8 +298,11 @@ class FunctionalTarget:
         )
 
 
-def wrap(model: Union[nn.Module, FunctionalTarget], include: Optional[Callable[[str, nn.Parameter], bool]] = None,
-         output: Output = None) -> FunctionalTarget:
+def wrap(
+    model: Union[nn.Module, FunctionalTarget],
+    include: Optional[Callable[[str, nn.Parameter], bool]] = None,
+    output: Output = None,
+) -> FunctionalTarget:
     """Turn any ``nn.Module`` into a :class:`FunctionalTarget` whose weights are given at call time.
 
     By default every trainable parameter (``requires_grad=True``) is generated; ``include(name, param)`` chooses others.

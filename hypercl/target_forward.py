@@ -81,8 +81,9 @@ class TargetForward(LearnerFields):
     def autocast_dtype(self, value: Union[str, torch.dtype, None]) -> None:
         self._autocast_dtype = _autocast_dtype(value)
 
-    def _target_forward(self, params: Mapping[str, torch.Tensor], x: Any,
-                        buffers: Optional[Mapping[str, torch.Tensor]] = None) -> Any:
+    def _target_forward(
+        self, params: Mapping[str, torch.Tensor], x: Any, buffers: Optional[Mapping[str, torch.Tensor]] = None
+    ) -> Any:
         """The target on ``x`` with the generated ``params``: plain, compiled (``compile``) and/or under autocast
         (``autocast_dtype``, output cast back to float32)."""
         if not self.compile and self.autocast_dtype is None:
@@ -93,8 +94,9 @@ class TargetForward(LearnerFields):
             out = self._call_target(params, x, buffers)
         return _to_float32(out)
 
-    def _call_target(self, params: Mapping[str, torch.Tensor], x: Any,
-                     buffers: Optional[Mapping[str, torch.Tensor]]) -> Any:
+    def _call_target(
+        self, params: Mapping[str, torch.Tensor], x: Any, buffers: Optional[Mapping[str, torch.Tensor]]
+    ) -> Any:
         fn = self._compiled_target() if self.compile and self.compile_error is None else None
         if fn is not None:
             self.target._check_params(params, batch_dims=0)  # a clear error before tracing
@@ -136,5 +138,8 @@ class TargetForward(LearnerFields):
     def _compile_failed(self, error: BaseException) -> None:
         self.compile_error = f"{type(error).__name__}: {error}".strip()
         first_line = self.compile_error.splitlines()[0][:500]
-        warnings.warn(f"torch.compile of the target network failed, running it eagerly: {first_line}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"torch.compile of the target network failed, running it eagerly: {first_line}",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -31,9 +31,24 @@ from torch.func import jvp
 
 from .scenarios import confusion_matrix, masked_entropy, scale_logits
 
-__all__ = ["Candidates", "Criterion", "Entropy", "Energy", "MaxLogit", "EntropyGradient", "EmbeddingEnsemble",
-           "CRITERIA", "DEFAULT", "get_criterion", "criterion_names", "make_candidates", "confusion_matrix",
-           "identification_accuracy", "infer_tasks", "surprise_scores"]
+__all__ = [
+    "Candidates",
+    "Criterion",
+    "Entropy",
+    "Energy",
+    "MaxLogit",
+    "EntropyGradient",
+    "EmbeddingEnsemble",
+    "CRITERIA",
+    "DEFAULT",
+    "get_criterion",
+    "criterion_names",
+    "make_candidates",
+    "confusion_matrix",
+    "identification_accuracy",
+    "infer_tasks",
+    "surprise_scores",
+]
 
 Params = Mapping[str, torch.Tensor]
 
@@ -67,11 +82,13 @@ class Candidates:
     def sample_logits(self, x: Any) -> torch.Tensor:
         """``(K, T, B, O)``: the extra weight sets on the batch, in ONE ``target.batched`` call."""
         if self.samples is None:
-            raise ValueError("these candidates hold no weight samples; the criterion must ask for them "
-                             "(Criterion.embedding_noise)")
+            raise ValueError(
+                "these candidates hold no weight samples; the criterion must ask for them (Criterion.embedding_noise)"
+            )
         k = next(iter(self.samples.values())).shape[0] // self.num_tasks
-        bufs = None if self.buffers is None else {n: b.repeat(k, *([1] * (b.dim() - 1))) for n, b in
-                                                    self.buffers.items()}
+        bufs = (
+            None if self.buffers is None else {n: b.repeat(k, *([1] * (b.dim() - 1))) for n, b in self.buffers.items()}
+        )
         out = self.target.batched(self.samples, x, buffers=bufs, buffers_per_task=bufs is not None)
         out = out.reshape(k, self.num_tasks, *out.shape[1:])
         if self.temperatures is not None:
@@ -177,14 +194,19 @@ class EntropyGradient(Criterion):
 
     @staticmethod
     def _mixes_embeddings(hnet: Any) -> bool:
-        return (hasattr(hnet, "task_embedding_matrix") and hasattr(hnet, "generate_flat")
-                and not getattr(getattr(hnet, "generator", None), "growing", False))
+        return (
+            hasattr(hnet, "task_embedding_matrix")
+            and hasattr(hnet, "generate_flat")
+            and not getattr(getattr(hnet, "generator", None), "growing", False)
+        )
 
     def prepare(self, hnet: Any, cands: Candidates) -> Optional[Candidates]:
         emb_mix = self._mixes_embeddings(hnet)
         if self.mix == "embeddings" and not emb_mix:
-            raise ValueError("entropy_gradient:mix=embeddings needs a hypernetwork with task embeddings and no "
-                             f"per-task generator weights (GROW); {type(hnet).__name__} here: use mix=weights")
+            raise ValueError(
+                "entropy_gradient:mix=embeddings needs a hypernetwork with task embeddings and no "
+                f"per-task generator weights (GROW); {type(hnet).__name__} here: use mix=weights"
+            )
         if self.mix == "weights" or not emb_mix:
             return None
         ids, t = cands.task_ids, cands.num_tasks
@@ -205,8 +227,15 @@ class EntropyGradient(Criterion):
         out_dims: Any = (None, 0)  # torch's annotation omits None entries, which vmap accepts
         flat, dflat = torch.func.vmap(one, out_dims=out_dims)(tangents)
         target = cands.target
-        return Candidates(target, ids, target.unflatten(flat[:t]), cands.buffers, None, cands.temperatures,
-                          {"mixed": target.unflatten(flat[t]), "tangents": target.unflatten(dflat[:, t])})
+        return Candidates(
+            target,
+            ids,
+            target.unflatten(flat[:t]),
+            cands.buffers,
+            None,
+            cands.temperatures,
+            {"mixed": target.unflatten(flat[t]), "tangents": target.unflatten(dflat[:, t])},
+        )
 
     def surprise(self, logits: torch.Tensor, mask: torch.Tensor, x: Any, cands: Candidates) -> torch.Tensor:
         union = mask.any(0, keepdim=True)  # (1, O): every learned task's units
@@ -229,8 +258,9 @@ class EntropyGradient(Criterion):
         def directional(tangent: dict) -> torch.Tensor:
             return jvp(entropy_at, (point,), (tangent,))[1]
 
-        return target.vmap(directional, (0,), tangents, purpose="entropy-gradient tangents",
-                           cost="one forward-mode pass per task")
+        return target.vmap(
+            directional, (0,), tangents, purpose="entropy-gradient tangents", cost="one forward-mode pass per task"
+        )
 
 
 @dataclass
@@ -282,8 +312,9 @@ class EmbeddingEnsemble(Criterion):
         return total - expected
 
 
-CRITERIA: dict[str, type[Criterion]] = {c.name: c for c in (Entropy, Energy, MaxLogit, EntropyGradient,
-                                                             EmbeddingEnsemble)}
+CRITERIA: dict[str, type[Criterion]] = {
+    c.name: c for c in (Entropy, Energy, MaxLogit, EntropyGradient, EmbeddingEnsemble)
+}
 
 
 def criterion_names() -> list[str]:
@@ -306,8 +337,9 @@ def get_criterion(spec: Union[str, Criterion, None]) -> Criterion:
     spec = DEFAULT if spec is None else str(spec).strip()
     name, _, rest = spec.partition(":")
     if name not in CRITERIA:
-        raise ValueError(f"unknown task inference {name!r}; valid: {criterion_names()} "
-                         "(settings as name:key=value,key=value)")
+        raise ValueError(
+            f"unknown task inference {name!r}; valid: {criterion_names()} (settings as name:key=value,key=value)"
+        )
     kwargs: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, val = item.partition("=")
@@ -317,19 +349,29 @@ def get_criterion(spec: Union[str, Criterion, None]) -> Criterion:
     try:
         return CRITERIA[name](**kwargs)
     except TypeError:
-        raise ValueError(f"task inference {name!r} takes no settings {sorted(kwargs)}; "
-                         f"its settings: {sorted(getattr(CRITERIA[name], '__dataclass_fields__', {}))}") from None
+        raise ValueError(
+            f"task inference {name!r} takes no settings {sorted(kwargs)}; "
+            f"its settings: {sorted(getattr(CRITERIA[name], '__dataclass_fields__', {}))}"
+        ) from None
 
 
-def make_candidates(hnet: Any, target: Any, task_ids: Sequence[int], criterion: Criterion,
-                    buffers: Optional[Params] = None, temperatures: Optional[torch.Tensor] = None) -> Candidates:
+def make_candidates(
+    hnet: Any,
+    target: Any,
+    task_ids: Sequence[int],
+    criterion: Criterion,
+    buffers: Optional[Params] = None,
+    temperatures: Optional[torch.Tensor] = None,
+) -> Candidates:
     """The learned tasks' weights (and the criterion's extra weight sets) from ONE hypernetwork call."""
     ids = list(task_ids)
     noise = None
     if type(criterion).embedding_noise is not Criterion.embedding_noise:
         if not (hasattr(hnet, "task_embedding_matrix") and hasattr(hnet, "generate_flat")):
-            raise ValueError(f"task inference {criterion.name!r} perturbs task embeddings and needs a HyperNetwork; "
-                             f"this learner's weights come from {type(hnet).__name__}: pick another criterion")
+            raise ValueError(
+                f"task inference {criterion.name!r} perturbs task embeddings and needs a HyperNetwork; "
+                f"this learner's weights come from {type(hnet).__name__}: pick another criterion"
+            )
         emb = hnet.task_embedding_matrix(ids)
         noise = criterion.embedding_noise(emb)
     if noise is None:
@@ -340,8 +382,9 @@ def make_candidates(hnet: Any, target: Any, task_ids: Sequence[int], criterion: 
         base.params = hnet.generate(ids)
         return base
     flat = hnet.generate_flat(ids * (1 + noise.shape[0] // len(ids)), task_emb=torch.cat([emb, noise]))
-    return Candidates(target, ids, target.unflatten(flat[: len(ids)]), buffers, target.unflatten(flat[len(ids):]),
-                      temperatures)
+    return Candidates(
+        target, ids, target.unflatten(flat[: len(ids)]), buffers, target.unflatten(flat[len(ids) :]), temperatures
+    )
 
 
 def identification_accuracy(confusion: Any) -> list[Optional[float]]:
@@ -356,8 +399,9 @@ def _inputs(x: Any) -> Any:
 
 
 @torch.no_grad()
-def surprise_scores(learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None,
-                    batch_size: Optional[int] = None) -> torch.Tensor:
+def surprise_scores(
+    learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None, batch_size: Optional[int] = None
+) -> torch.Tensor:
     """``(T, N)``: the criterion's surprise of every learned task (rows in ``learner.learned_tasks`` order) on every
     input of ``x`` (a tensor, a tuple/dict of them, or a test set with ``x_test``, of which only ``x_test`` is read);
     lower = the input looks like that task's own. Reads only the inputs and the generated weights."""
@@ -392,8 +436,9 @@ def surprise_scores(learner: Any, x: Any, task_inference: Union[str, Criterion, 
         learner.target.train(was[1])
 
 
-def infer_tasks(learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None,
-                batch_size: Optional[int] = None) -> torch.Tensor:
+def infer_tasks(
+    learner: Any, x: Any, task_inference: Union[str, Criterion, None] = None, batch_size: Optional[int] = None
+) -> torch.Tensor:
     """The inferred task id of every input in ``x`` (as :func:`surprise_scores` takes it), among the learner's learned
     tasks: the lowest surprise per sample."""
     rows = surprise_scores(learner, x, task_inference, batch_size).argmin(dim=0)

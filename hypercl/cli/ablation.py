@@ -20,9 +20,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     from ..learner import NonFiniteLossError
 
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
-    problems = [f"--{name.replace('_', '-')} must be at least 1, got {v}" for name in
-                ("seeds", "steps", "iterations", "epochs", "max_train_per_task", "max_test_per_task", "threads")
-                for v in [getattr(args, name)] if v is not None and v < 1]
+    problems = [
+        f"--{name.replace('_', '-')} must be at least 1, got {v}"
+        for name in ("seeds", "steps", "iterations", "epochs", "max_train_per_task", "max_test_per_task", "threads")
+        for v in [getattr(args, name)]
+        if v is not None and v < 1
+    ]
     if args.values is not None and not args.values:
         problems.append("--values is empty; give comma-separated numbers")
     if args.values is not None and any(not v > 0 for v in args.values):
@@ -42,21 +45,41 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     overrides = {}
-    for key, value in (("iterations", args.iterations), ("epochs", args.epochs),
-                       ("max_train_per_task", args.max_train_per_task), ("max_test_per_task", args.max_test_per_task),
-                       ("resnet_depth", args.resnet_depth), ("resnet_widths", args.resnet_widths),
-                       ("verify", False if args.no_verify else None)):
+    for key, value in (
+        ("iterations", args.iterations),
+        ("epochs", args.epochs),
+        ("max_train_per_task", args.max_train_per_task),
+        ("max_test_per_task", args.max_test_per_task),
+        ("resnet_depth", args.resnet_depth),
+        ("resnet_widths", args.resnet_widths),
+        ("verify", False if args.no_verify else None),
+    ):
         if value is not None:
             overrides[key] = value
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    print(f"hypercl ablation --kind {args.kind}"
-          + (f" --benchmark {args.benchmark}" if args.kind != "cifar-speed" else "")
-          + (" (quick)" if args.quick else "") + f" on {device_name(args.device)}")
+    print(
+        f"hypercl ablation --kind {args.kind}"
+        + (f" --benchmark {args.benchmark}" if args.kind != "cifar-speed" else "")
+        + (" (quick)" if args.quick else "")
+        + f" on {device_name(args.device)}"
+    )
     try:
         result, json_path, png = run_ablation(
-            args.kind, benchmark=args.benchmark, quick=args.quick, out=args.out, device=args.device,
-            data_root=args.data_root, seeds=list(range(args.seeds)), values=args.values, overrides=overrides,
-            scenarios=args.scenario, steps=args.steps, methods=methods, command=command, log=print)
+            args.kind,
+            benchmark=args.benchmark,
+            quick=args.quick,
+            out=args.out,
+            device=args.device,
+            data_root=args.data_root,
+            seeds=list(range(args.seeds)),
+            values=args.values,
+            overrides=overrides,
+            scenarios=args.scenario,
+            steps=args.steps,
+            methods=methods,
+            command=command,
+            log=print,
+        )
     except (DatasetNotFoundError, DatasetIntegrityError) as e:
         print(f"hypercl: data problem: {e}", file=sys.stderr)
         return 2
@@ -68,6 +91,9 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         return 2
     print()
     print("\n".join(summary_lines(result)))
-    print(f"wrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib missing)")
-          + f" in {result['total_wall_time_s']:.0f} s")
+    print(
+        f"wrote {json_path}"
+        + (f" and {png}" if png else " (no plot: matplotlib missing)")
+        + f" in {result['total_wall_time_s']:.0f} s"
+    )
     return 0

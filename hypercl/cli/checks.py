@@ -14,8 +14,9 @@ class Refusal(Exception):
     """A bad argument found before any data is loaded: one line for the user."""
 
 
-def check_out_folder(out: Path, sub: Optional[str] = "checkpoints",
-                     holds: str = "the results JSON, PNGs and checkpoints") -> None:
+def check_out_folder(
+    out: Path, sub: Optional[str] = "checkpoints", holds: str = "the results JSON, PNGs and checkpoints"
+) -> None:
     """``--out``: a folder (made if missing, with ``sub`` inside) this process can write; ``holds`` says what the
     command writes there."""
     if out.exists() and not out.is_dir():

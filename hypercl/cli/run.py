@@ -77,9 +77,11 @@ def _interrupted_line(args: argparse.Namespace, e: BaseException) -> str:
     out = args.out or Path("results") / args.benchmark
     during = f" during {done['current']}" if done["current"] else " before training started"
     finished = ", ".join(done["finished"]) or "nothing yet"
-    return (f"hypercl: stopped by {name}{during}; finished: {finished}; kept: the checkpoint of every task learned "
-            f"so far in {out / 'checkpoints'} and the merged results of finished methods; continue with: "
-            f"{resume_command(args)}")
+    return (
+        f"hypercl: stopped by {name}{during}; finished: {finished}; kept: the checkpoint of every task learned "
+        f"so far in {out / 'checkpoints'} and the merged results of finished methods; continue with: "
+        f"{resume_command(args)}"
+    )
 
 
 def _checked_run(args: argparse.Namespace) -> int:
@@ -114,7 +116,6 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
     """Train every (method, seeds) job of the checked arguments; write results JSON + heatmaps; print the table."""
     from tqdm.auto import tqdm
 
-
     main_rank = ctx is None or ctx.is_main
     out = args.out or Path("results") / args.benchmark
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
@@ -130,8 +131,9 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
             if args.parallel_seeds:
                 print(f"hypercl: {m} is not a hypernetwork classifier; its seeds run one after another")
             jobs += [(m, [s]) for s in seeds]
-    outer = tqdm(total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress or not main_rank,
-                 position=0)
+    outer = tqdm(
+        total=len(args.method) * len(seeds), desc="runs", disable=args.no_progress or not main_rank, position=0
+    )
     by_method: dict[str, list[dict]] = {}
     started: dict[str, float] = {}
     try:
@@ -153,22 +155,49 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
             rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
             stem = rpath.stem
             if len(job_seeds) > 1:
-                new_runs = run_seeds_parallel(cfg, bench, job_seeds, args.scenario, device=args.device,
-                                              progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
-                                              resume=args.resume)
+                new_runs = run_seeds_parallel(
+                    cfg,
+                    bench,
+                    job_seeds,
+                    args.scenario,
+                    device=args.device,
+                    progress=not args.no_progress,
+                    checkpoint_dir=out / "checkpoints",
+                    resume=args.resume,
+                )
             elif isinstance(cfg, ReplayRunConfig):
                 seed = job_seeds[0]
                 rdir = replay_dir(cfg, out / "checkpoints")
                 if main_rank and not (rdir / "run.json").exists():
                     # the identity, for --resume
                     atomic_write_text(json.dumps(cfg.to_json(), indent=1), rdir / "run.json")
-                new_runs = [run_replay_seed(cfg, bench, seed, args.scenario, device=args.device,
-                                            progress=not args.no_progress, checkpoint_dir=rdir,
-                                            resume=args.resume, samples_path=out / f"{stem}_samples_seed{seed}.png")]
+                new_runs = [
+                    run_replay_seed(
+                        cfg,
+                        bench,
+                        seed,
+                        args.scenario,
+                        device=args.device,
+                        progress=not args.no_progress,
+                        checkpoint_dir=rdir,
+                        resume=args.resume,
+                        samples_path=out / f"{stem}_samples_seed{seed}.png",
+                    )
+                ]
             else:
-                new_runs = [run_seed(cfg, bench, job_seeds[0], args.scenario, device=args.device,
-                                     progress=not args.no_progress, checkpoint_dir=out / "checkpoints",
-                                     resume=args.resume, learner_kwargs=learner_kwargs)]
+                new_runs = [
+                    run_seed(
+                        cfg,
+                        bench,
+                        job_seeds[0],
+                        args.scenario,
+                        device=args.device,
+                        progress=not args.no_progress,
+                        checkpoint_dir=out / "checkpoints",
+                        resume=args.resume,
+                        learner_kwargs=learner_kwargs,
+                    )
+                ]
             by_method.setdefault(method, []).extend(new_runs)
             args.done["finished"].append(what)
             args.done["current"] = None
@@ -176,16 +205,24 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
             if len(by_method[method]) == len(seeds):
                 runs = by_method[method]
                 result = {
-                    "benchmark": args.benchmark, "method": method, "scenarios": args.scenario, "seeds": seeds,
-                    "fingerprint": fingerprint, "protocol": cfg.protocol, "reduced": bool(args.quick),
+                    "benchmark": args.benchmark,
+                    "method": method,
+                    "scenarios": args.scenario,
+                    "seeds": seeds,
+                    "fingerprint": fingerprint,
+                    "protocol": cfg.protocol,
+                    "reduced": bool(args.quick),
                     "run_kind": "reduced (--quick: data subset, few steps)" if args.quick else "full protocol",
-                    "config": cfg.to_json(), "summary": summarize(runs, args.scenario), "runs": runs,
+                    "config": cfg.to_json(),
+                    "summary": summarize(runs, args.scenario),
+                    "runs": runs,
                     "params": runs[0]["params"],
                     "wall_time_s": time.perf_counter() - started[method],
                     "parallel_seeds": len(job_seeds) > 1,
                     "world_size": ctx.world_size if ctx is not None else 1,
                     "flags": {"compile": bool(args.compile), "bf16": bool(args.bf16)},
-                    "device": device_name(args.device), "command": command,
+                    "device": device_name(args.device),
+                    "command": command,
                     "versions": {"hypercl": __version__, "torch": torch.__version__},
                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 }
@@ -194,8 +231,11 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                     try:
                         plot_matrices(result, out / f"{stem}.png")
                     except OSError as e:  # a heatmap is a convenience: the results JSON is what counts
-                        print(f"hypercl: warning: heatmap not written: {one_line(str(e))}; the results JSON "
-                              f"{rpath} is complete", file=sys.stderr)
+                        print(
+                            f"hypercl: warning: heatmap not written: {one_line(str(e))}; the results JSON "
+                            f"{rpath} is complete",
+                            file=sys.stderr,
+                        )
                 results.append(result)
     except (DatasetNotFoundError, DatasetIntegrityError) as e:
         outer.close()
@@ -215,13 +255,16 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
         return 2
     except FileWriteError as e:  # a full disk, a folder that became read-only: the previous files are intact
         outer.close()
-        print(f"hypercl: {one_line(str(e))}; make room (or fix the folder), then continue with: "
-              f"{resume_command(args)}", file=sys.stderr)
+        print(
+            f"hypercl: {one_line(str(e))}; make room (or fix the folder), then continue with: {resume_command(args)}",
+            file=sys.stderr,
+        )
         return 4
     except KeyError as e:
         outer.close()
-        print(f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again",
-              file=sys.stderr)
+        print(
+            f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again", file=sys.stderr
+        )
         return 2
     outer.close()
     if not main_rank:

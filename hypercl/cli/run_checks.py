@@ -28,8 +28,11 @@ def validate_run(args: argparse.Namespace) -> None:
     ``args.prepared``); raises :class:`Refusal` with one line for the user."""
     if isinstance(args.method, AllMethods) and args.benchmark == "split_cifar":
         args.method = list(CIFAR_METHODS)
-    bad = [m for m in args.method if ((None, m) in CL1_ONLY or (args.benchmark, m) in CL1_ONLY)
-           and args.scenario != ["cl1"]]
+    bad = [
+        m
+        for m in args.method
+        if ((None, m) in CL1_ONLY or (args.benchmark, m) in CL1_ONLY) and args.scenario != ["cl1"]
+    ]
     if bad:
         raise Refusal(f"{', '.join(bad)} on {args.benchmark} runs in CL1 only; use --scenario cl1")
     if args.seeds < 1:
@@ -37,11 +40,15 @@ def validate_run(args: argparse.Namespace) -> None:
     if args.iterations is not None and args.epochs is not None:
         raise Refusal("give --iterations or --epochs, not both")
     if args.reg_tasks_per_step is not None and args.reg_tasks_per_step < 1:
-        raise Refusal(f"--reg-tasks-per-step must be at least 1 (old tasks regularised per step; leave it out for "
-                      f"all), got {args.reg_tasks_per_step}")
+        raise Refusal(
+            f"--reg-tasks-per-step must be at least 1 (old tasks regularised per step; leave it out for "
+            f"all), got {args.reg_tasks_per_step}"
+        )
     if args.parallel_seeds and (args.reg_tasks_per_step is not None or args.reg_targets == "online"):
-        raise Refusal("--parallel-seeds regularises all old tasks with stored targets; drop --parallel-seeds to use "
-                      "--reg-tasks-per-step or --reg-targets online")
+        raise Refusal(
+            "--parallel-seeds regularises all old tasks with stored targets; drop --parallel-seeds to use "
+            "--reg-tasks-per-step or --reg-targets online"
+        )
     if (args.resnet_depth is not None or args.resnet_widths is not None) and args.benchmark != "split_cifar":
         raise Refusal("--resnet-depth/--resnet-widths apply to split_cifar only")
     if args.task_inference is not None:
@@ -52,19 +59,35 @@ def validate_run(args: argparse.Namespace) -> None:
         except ValueError as e:
             raise Refusal(f"--task-inference: {e}") from None
         if args.parallel_seeds and args.task_inference != "entropy":
-            raise Refusal("--parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
-                          "use --task-inference")
-    overrides = {"iterations": args.iterations, "lr": args.lr, "beta": args.beta, "batch_size": args.batch_size,
-                     "chunk_size": args.chunk_size, "max_train_per_task": args.max_train_per_task,
-                     "max_test_per_task": args.max_test_per_task, "num_tasks": args.num_tasks}
+            raise Refusal(
+                "--parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
+                "use --task-inference"
+            )
+    overrides = {
+        "iterations": args.iterations,
+        "lr": args.lr,
+        "beta": args.beta,
+        "batch_size": args.batch_size,
+        "chunk_size": args.chunk_size,
+        "max_train_per_task": args.max_train_per_task,
+        "max_test_per_task": args.max_test_per_task,
+        "num_tasks": args.num_tasks,
+    }
     # split_cifar / new options: only passed when given, so the MNIST configs (and their JSON) stay as they were
-    for key, value in (("epochs", args.epochs), ("resnet_depth", args.resnet_depth),
-                       ("resnet_widths", args.resnet_widths), ("fisher_samples", args.fisher_samples),
-                       ("verify", False if args.no_verify else None), ("augment", False if args.no_augment else None),
-                       ("hnet_init", args.hnet_init), ("grow_new_task", args.grow_new_task),
-                       ("val_size", args.val_size), ("reg_tasks_per_step", args.reg_tasks_per_step),
-                       ("task_inference", args.task_inference),
-                       ("reg_targets", args.reg_targets)):
+    for key, value in (
+        ("epochs", args.epochs),
+        ("resnet_depth", args.resnet_depth),
+        ("resnet_widths", args.resnet_widths),
+        ("fisher_samples", args.fisher_samples),
+        ("verify", False if args.no_verify else None),
+        ("augment", False if args.no_augment else None),
+        ("hnet_init", args.hnet_init),
+        ("grow_new_task", args.grow_new_task),
+        ("val_size", args.val_size),
+        ("reg_tasks_per_step", args.reg_tasks_per_step),
+        ("task_inference", args.task_inference),
+        ("reg_targets", args.reg_targets),
+    ):
         if value is not None:
             overrides[key] = value
     args.overrides = overrides
@@ -87,13 +110,16 @@ def replay_dir(cfg: ReplayRunConfig, checkpoints: Path) -> Path:
     return checkpoints / f"{cfg.benchmark.name}_{cfg.method}_{cfg.fingerprint()}"
 
 
-def check_replay_checkpoints(cfg: ReplayRunConfig, method: str, seeds: list, checkpoints: Path,
-                              args: argparse.Namespace) -> None:
+def check_replay_checkpoints(
+    cfg: ReplayRunConfig, method: str, seeds: list, checkpoints: Path, args: argparse.Namespace
+) -> None:
     folder = replay_dir(cfg, checkpoints)
     mine = [p for s in seeds for p in folder.glob(f"*_seed{s}.pt")]
     if mine and not args.resume:
-        raise Refusal(f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
-                       "it, or remove it to train again")
+        raise Refusal(
+            f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
+            "it, or remove it to train again"
+        )
     if args.resume and not mine:
         for other in sorted(checkpoints.glob(f"{cfg.benchmark.name}_{method}_*/run.json")):
             if other.parent == folder or not any(other.parent.glob(f"*_seed{s}.pt") for s in seeds):
@@ -103,9 +129,11 @@ def check_replay_checkpoints(cfg: ReplayRunConfig, method: str, seeds: list, che
             except (OSError, ValueError):
                 stored = {}
             diff = identity_diff({"config": stored}, {"config": cfg.to_json()})
-            raise Refusal(f"--resume: no checkpoint of this run in {checkpoints}; {other.parent.name} is another "
-                           f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
-                           "this one, or repeat the other run's settings")
+            raise Refusal(
+                f"--resume: no checkpoint of this run in {checkpoints}; {other.parent.name} is another "
+                f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
+                "this one, or repeat the other run's settings"
+            )
 
 
 def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], list[int]]:
@@ -131,8 +159,10 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
         if isinstance(cfg, RunConfig) and cfg.hypernetwork is not None:
             n = target_weights(cfg)
             if n is not None and cfg.hypernetwork.chunk_size > n:
-                raise Refusal(f"--chunk-size {cfg.hypernetwork.chunk_size} is larger than the target network of "
-                              f"{method} ({n:,} weights); choose at most {n}")
+                raise Refusal(
+                    f"--chunk-size {cfg.hypernetwork.chunk_size} is larger than the target network of "
+                    f"{method} ({n:,} weights); choose at most {n}"
+                )
         cfgs[method] = cfg
     out = args.out or Path("results") / args.benchmark
     check_out_folder(out)

@@ -22,9 +22,7 @@ def _member_parts(member: tarfile.TarInfo, archive: Path, top: str) -> List[str]
     if name.is_absolute() or ".." in parts or not parts or parts[0] != top:
         raise DatasetIntegrityError(f"{archive}: unsafe or unexpected member path {member.name!r}")
     if not (member.isfile() or member.isdir()):
-        raise DatasetIntegrityError(
-            f"{archive}: member {member.name!r} is a link or special file; refusing to extract"
-        )
+        raise DatasetIntegrityError(f"{archive}: member {member.name!r} is a link or special file; refusing to extract")
     return parts
 
 

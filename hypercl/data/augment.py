@@ -49,7 +49,7 @@ def random_crop_flip(
         padded = F.pad(x, (padding, padding, padding, padding))
     else:
         padded = fill_t.reshape(1, -1, 1, 1).expand(b, c, h + 2 * padding, w + 2 * padding).clone()
-        padded[:, :, padding:padding + h, padding:padding + w] = x
+        padded[:, :, padding : padding + h, padding : padding + w] = x
     offsets, flips = _draw(generator, x.device, b, 2 * padding + 1)
     rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)

@@ -38,8 +38,10 @@ class Benchmark:
         return iter(self.tasks)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_tasks={self.num_tasks}, input_dim={self.input_dim}, "
-                f"classes_per_task={self.classes_per_task})")
+        return (
+            f"{type(self).__name__}(num_tasks={self.num_tasks}, input_dim={self.input_dim}, "
+            f"classes_per_task={self.classes_per_task})"
+        )
 
 
 def first_n(n: Optional[int], x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,15 @@ from .mnist import MNISTArrays, load_mnist
 from .paths import PathLike
 from .tasks import Inputs, PermutedImages, SharedBase, TaskData
 
-__all__ = ["Benchmark", "SplitMNIST", "PermutedMNIST", "SplitCIFAR10_100", "get_benchmark", "task_permutation",
-           "BENCHMARKS"]
+__all__ = [
+    "Benchmark",
+    "SplitMNIST",
+    "PermutedMNIST",
+    "SplitCIFAR10_100",
+    "get_benchmark",
+    "task_permutation",
+    "BENCHMARKS",
+]
 
 
 def _get_arrays(arrays: Optional[MNISTArrays], root, download: bool, verify: bool) -> MNISTArrays:
@@ -62,8 +69,15 @@ class SplitMNIST(Benchmark):
                 split[f"x_{part}"] = images[idx].reshape(len(idx), -1).to(torch.float32).div_(255.0)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(
-                TaskData(name=f"split_mnist/{lo}-{lo + 1}", num_classes=2, class_offset=lo, x_train=split["x_train"],
-                         y_train=split["y_train"], x_test=split["x_test"], y_test=split["y_test"])
+                TaskData(
+                    name=f"split_mnist/{lo}-{lo + 1}",
+                    num_classes=2,
+                    class_offset=lo,
+                    x_train=split["x_train"],
+                    y_train=split["y_train"],
+                    x_test=split["x_test"],
+                    y_test=split["y_test"],
+                )
             )
 
 
@@ -142,15 +156,17 @@ class PermutedMNIST(Benchmark):
             else:
                 perm = task_permutation(seed, t, self.input_dim)
             self.permutations.append(perm)
-            self.tasks.append(TaskData(
-                name=f"permuted_mnist/{t}",
-                x_train=PermutedImages(train_base, perm),
-                y_train=y_train,
-                x_test=PermutedImages(test_base, perm),
-                y_test=y_test,
-                num_classes=10,
-                class_offset=10 * t,
-            ))
+            self.tasks.append(
+                TaskData(
+                    name=f"permuted_mnist/{t}",
+                    x_train=PermutedImages(train_base, perm),
+                    y_train=y_train,
+                    x_test=PermutedImages(test_base, perm),
+                    y_test=y_test,
+                    num_classes=10,
+                    class_offset=10 * t,
+                )
+            )
 
 
 BENCHMARKS: Dict[str, Callable[..., Benchmark]] = {
@@ -190,10 +206,10 @@ def hold_out_validation(bench: Benchmark, val_size: int) -> Benchmark:
         if isinstance(x, PermutedImages):
             base = x._base
             if id(base) not in carved:
-                carved[id(base)] = (SharedBase(base.tensor[: n - val_size]), SharedBase(base.tensor[n - val_size:]))
+                carved[id(base)] = (SharedBase(base.tensor[: n - val_size]), SharedBase(base.tensor[n - val_size :]))
             tr, va = carved[id(base)]
             x_train, x_val = PermutedImages(tr, x.perm), PermutedImages(va, x.perm)
         else:
-            x_train, x_val = x[: n - val_size], x[n - val_size:]
-        bench.tasks[i] = replace(task, x_train=x_train, y_train=y[: n - val_size], val=(x_val, y[n - val_size:]))
+            x_train, x_val = x[: n - val_size], x[n - val_size :]
+        bench.tasks[i] = replace(task, x_train=x_train, y_train=y[: n - val_size], val=(x_val, y[n - val_size :]))
     return bench

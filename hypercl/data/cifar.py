@@ -85,14 +85,16 @@ class CIFARArrays:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only resolves the numpy globals an array pickle needs (no code execution)."""
 
-    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    })
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         canonical = module.replace("numpy._core", "numpy.core")
@@ -107,8 +109,16 @@ def _unpickle(path: Path) -> Dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             obj = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, ImportError) as err:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+    ) as err:
         raise DatasetIntegrityError(f"{path}: corrupt or truncated pickle ({err!r})") from err
     if not isinstance(obj, dict):
         raise DatasetIntegrityError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
@@ -118,8 +128,7 @@ def _unpickle(path: Path) -> Dict[str, Any]:
 def _load_batch(path: Path, spec: CIFARSpec) -> Tuple[np.ndarray, np.ndarray]:
     entry = _unpickle(path)
     data, labels = entry.get("data"), entry.get(spec.label_key)
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32:
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DatasetIntegrityError(f"{path}: 'data' must be a uint8 array (N, 3072), got {desc}")
     if labels is None:
@@ -129,9 +138,7 @@ def _load_batch(path: Path, spec: CIFARSpec) -> Tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError) as err:
         raise DatasetIntegrityError(f"{path}: '{spec.label_key}' are not integers") from err
     if lab.shape != (data.shape[0],):
-        raise DatasetIntegrityError(
-            f"{path}: {lab.shape} labels for {data.shape[0]} images"
-        )
+        raise DatasetIntegrityError(f"{path}: {lab.shape} labels for {data.shape[0]} images")
     if lab.size and (lab.min() < 0 or lab.max() >= spec.num_classes):
         raise DatasetIntegrityError(
             f"{path}: labels outside 0..{spec.num_classes - 1} (min {lab.min()}, max {lab.max()})"
@@ -206,9 +213,7 @@ def load_cifar(
     return CIFARArrays(train_x, train_y, test_x, test_y, names)
 
 
-def load_cifar10(
-    root: Optional[PathLike] = None, download: bool = True, verify: bool = True
-) -> CIFARArrays:
+def load_cifar10(root: Optional[PathLike] = None, download: bool = True, verify: bool = True) -> CIFARArrays:
     """Load CIFAR-10 from ``<root>/cifar-10-batches-py`` (data_batch_1..5, test_batch).
 
     If the batches are missing, ``<root>/cifar-10-python.tar.gz`` is extracted (safely),
@@ -219,9 +224,7 @@ def load_cifar10(
     return load_cifar(CIFAR10, root, download, verify)
 
 
-def load_cifar100(
-    root: Optional[PathLike] = None, download: bool = True, verify: bool = True
-) -> CIFARArrays:
+def load_cifar100(root: Optional[PathLike] = None, download: bool = True, verify: bool = True) -> CIFARArrays:
     """Load CIFAR-100 (fine labels) from ``<root>/cifar-100-python`` (train, test, meta).
 
     Same behaviour as :func:`load_cifar10`, with ``cifar-100-python.tar.gz``.

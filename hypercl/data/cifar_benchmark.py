@@ -92,8 +92,15 @@ class SplitCIFAR10_100(Benchmark):
                 split[f"x_{part}"] = _normalise(images[idx], mean, std)
                 split[f"y_{part}"] = (labels[idx] - lo).to(torch.int64)
             self.tasks.append(
-                TaskData(name=f"split_cifar/{label}", num_classes=10, class_offset=10 * t, x_train=split["x_train"],
-                         y_train=split["y_train"], x_test=split["x_test"], y_test=split["y_test"])
+                TaskData(
+                    name=f"split_cifar/{label}",
+                    num_classes=10,
+                    class_offset=10 * t,
+                    x_train=split["x_train"],
+                    y_train=split["y_train"],
+                    x_test=split["x_test"],
+                    y_test=split["y_test"],
+                )
             )
 
     def pad_fill(self, task: int) -> torch.Tensor:

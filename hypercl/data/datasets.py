@@ -26,8 +26,10 @@ def dataset_targets(dataset: Any) -> torch.Tensor:
         targets = [dataset[i][1] for i in range(len(dataset))]
     t = torch.as_tensor(targets)
     if t.dim() != 1 or t.is_floating_point() or t.dtype == torch.bool or len(t) != len(dataset):
-        raise ValueError(f"{type(dataset).__name__}: targets must be one integer class per sample, got dtype "
-                         f"{t.dtype} and shape {tuple(t.shape)} for {len(dataset)} samples")
+        raise ValueError(
+            f"{type(dataset).__name__}: targets must be one integer class per sample, got dtype "
+            f"{t.dtype} and shape {tuple(t.shape)} for {len(dataset)} samples"
+        )
     return t.to(torch.int64)
 
 
@@ -36,8 +38,13 @@ class DatasetView:
     tensor) is the stacked inputs ``dataset[i][0]``; with ``permutation`` each input is flattened and its values
     permuted (Permuted benchmarks)."""
 
-    def __init__(self, dataset: Any, indices: torch.Tensor, permutation: Optional[torch.Tensor] = None,
-                 device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        indices: torch.Tensor,
+        permutation: Optional[torch.Tensor] = None,
+        device: Union[str, torch.device] = "cpu",
+    ) -> None:
         self.dataset = dataset
         self.indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         self.permutation = permutation
@@ -51,8 +58,10 @@ class DatasetView:
         for i in picked.tolist():
             x = self.dataset[i][0]
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{type(self.dataset).__name__}[{i}] gives inputs of type {type(x).__name__}; give the "
-                                "dataset a transform that returns tensors (e.g. torchvision.transforms.ToTensor())")
+                raise TypeError(
+                    f"{type(self.dataset).__name__}[{i}] gives inputs of type {type(x).__name__}; give the "
+                    "dataset a transform that returns tensors (e.g. torchvision.transforms.ToTensor())"
+                )
             xs.append(x)
         out = torch.stack(xs)
         if self.permutation is not None:
@@ -110,9 +119,15 @@ class DatasetBenchmark(Benchmark):
         self.input_dim = int(torch.Size(shape).numel())
 
 
-def split_dataset(train: Any, test: Any, classes_per_task: int = 2, num_tasks: Optional[int] = None,
-                  class_order: Optional[Sequence[int]] = None, name: str = "split", in_memory: bool = False
-                  ) -> DatasetBenchmark:
+def split_dataset(
+    train: Any,
+    test: Any,
+    classes_per_task: int = 2,
+    num_tasks: Optional[int] = None,
+    class_order: Optional[Sequence[int]] = None,
+    name: str = "split",
+    in_memory: bool = False,
+) -> DatasetBenchmark:
     """Split a dataset's classes into tasks of ``classes_per_task`` classes (in ``class_order``, default ascending
     class ids; ``num_tasks`` default: as many as fit). Task ``t``'s local label ``i`` is class
     ``class_order[t * classes_per_task + i]``. ``in_memory``: read every sample once into tensors (fast batches;
@@ -126,8 +141,9 @@ def split_dataset(train: Any, test: Any, classes_per_task: int = 2, num_tasks: O
     fit = len(order) // classes_per_task
     n = fit if num_tasks is None else int(num_tasks)
     if not 1 <= n <= fit:
-        raise ValueError(f"num_tasks must be in 1..{fit} for {len(order)} classes and {classes_per_task} per task, "
-                         f"got {num_tasks}")
+        raise ValueError(
+            f"num_tasks must be in 1..{fit} for {len(order)} classes and {classes_per_task} per task, got {num_tasks}"
+        )
     tasks = []
     for t in range(n):
         classes = torch.tensor(order[t * classes_per_task : (t + 1) * classes_per_task])
@@ -139,13 +155,20 @@ def split_dataset(train: Any, test: Any, classes_per_task: int = 2, num_tasks: O
             view = DatasetView(ds, idx)
             split[f"x_{part}"] = view.materialize() if in_memory else view
             split[f"y_{part}"] = (y[idx].unsqueeze(1) == classes).int().argmax(1)
-        tasks.append(TaskData(name=f"{name}/{'-'.join(map(str, classes.tolist()))}", num_classes=classes_per_task,
-                              class_offset=t * classes_per_task, **split))
+        tasks.append(
+            TaskData(
+                name=f"{name}/{'-'.join(map(str, classes.tolist()))}",
+                num_classes=classes_per_task,
+                class_offset=t * classes_per_task,
+                **split,
+            )
+        )
     return DatasetBenchmark(name, tasks, classes_per_task)
 
 
-def permuted_dataset(train: Any, test: Any, num_tasks: int = 10, seed: int = 0, first_identity: bool = True,
-                     name: str = "permuted") -> DatasetBenchmark:
+def permuted_dataset(
+    train: Any, test: Any, num_tasks: int = 10, seed: int = 0, first_identity: bool = True, name: str = "permuted"
+) -> DatasetBenchmark:
     """``num_tasks`` tasks over all of the dataset's classes, task ``t``'s inputs flattened and permuted by
     :func:`~hypercl.data.benchmarks.task_permutation` (``seed``, ``t``); task 0 unpermuted if ``first_identity``."""
     if num_tasks <= 0:
@@ -156,7 +179,15 @@ def permuted_dataset(train: Any, test: Any, num_tasks: int = 10, seed: int = 0, 
     tasks = []
     for t in range(num_tasks):
         perm = torch.arange(dim) if (t == 0 and first_identity) else task_permutation(seed, t, dim)
-        tasks.append(TaskData(name=f"{name}/{t}", num_classes=k, class_offset=t * k,
-                              x_train=_lazy(DatasetView(train, torch.arange(len(y_train)), perm)), y_train=y_train,
-                              x_test=_lazy(DatasetView(test, torch.arange(len(y_test)), perm)), y_test=y_test))
+        tasks.append(
+            TaskData(
+                name=f"{name}/{t}",
+                num_classes=k,
+                class_offset=t * k,
+                x_train=_lazy(DatasetView(train, torch.arange(len(y_train)), perm)),
+                y_train=y_train,
+                x_test=_lazy(DatasetView(test, torch.arange(len(y_test)), perm)),
+                y_test=y_test,
+            )
+        )
     return DatasetBenchmark(name, tasks, k)

@@ -79,9 +79,7 @@ def _fetch_atomic(url: str, dest: Path, md5: Optional[str], timeout: float) -> N
         raise
 
 
-def download_file(
-    urls: Sequence[str], dest: Path, md5: Optional[str] = None, timeout: float = 60.0
-) -> Path:
+def download_file(urls: Sequence[str], dest: Path, md5: Optional[str] = None, timeout: float = 60.0) -> Path:
     """Download ``dest`` from the first working URL, md5-checked, written atomically.
 
     A temp file in ``dest``'s folder is renamed onto ``dest`` only after the md5 matched,
@@ -124,9 +122,7 @@ def ensure_files(
     dest_folder = folder if dest_folder is None else dest_folder
     all_urls = [u for name in missing for u in urls_for(name)]
     if not download:
-        raise DatasetNotFoundError(
-            missing_files_message(dataset, folder, missing, "download disabled", all_urls)
-        )
+        raise DatasetNotFoundError(missing_files_message(dataset, folder, missing, "download disabled", all_urls))
     failed: Dict[str, str] = {}
     for name, md5 in missing.items():
         try:
@@ -135,6 +131,4 @@ def ensure_files(
             failed[name] = str(err)
     if failed:
         reason = "download failed, offline? " + "; ".join(failed.values())
-        raise DatasetNotFoundError(
-            missing_files_message(dataset, folder, failed, reason, all_urls)
-        )
+        raise DatasetNotFoundError(missing_files_message(dataset, folder, failed, reason, all_urls))

@@ -48,9 +48,7 @@ def read_idx(path: PathLike) -> torch.Tensor:
         raise DatasetIntegrityError(f"{path}: too short for an idx header ({len(data)} bytes)")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0 or code not in IDX_DTYPES:
-        raise DatasetIntegrityError(
-            f"{path}: bad idx magic number 0x{int.from_bytes(data[:4], 'big'):08x}"
-        )
+        raise DatasetIntegrityError(f"{path}: bad idx magic number 0x{int.from_bytes(data[:4], 'big'):08x}")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
         raise DatasetIntegrityError(f"{path}: truncated idx header")
@@ -60,9 +58,7 @@ def read_idx(path: PathLike) -> torch.Tensor:
     actual = len(data) - header_len
     if actual != expected:
         kind = "truncated" if actual < expected else "has trailing bytes"
-        raise DatasetIntegrityError(
-            f"{path}: idx payload {kind}: header {dims} needs {expected} bytes, found {actual}"
-        )
+        raise DatasetIntegrityError(f"{path}: idx payload {kind}: header {dims} needs {expected} bytes, found {actual}")
     array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
     array = array.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
     return torch.from_numpy(array)

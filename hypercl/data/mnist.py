@@ -68,9 +68,7 @@ def _locate(folder: Path, download: bool) -> Dict[str, Path]:
             found[stem] = plain
         else:
             missing[f"{stem}.gz"] = MNIST_MD5[f"{stem}.gz"]
-    _dl.ensure_files(
-        "MNIST", folder, missing, lambda name: [m + name for m in MNIST_MIRRORS], download
-    )
+    _dl.ensure_files("MNIST", folder, missing, lambda name: [m + name for m in MNIST_MIRRORS], download)
     for name in missing:
         found[name[: -len(".gz")]] = folder / name
     return found
@@ -79,21 +77,17 @@ def _locate(folder: Path, download: bool) -> Dict[str, Path]:
 def _check_pair(images: torch.Tensor, labels: torch.Tensor, img_path: Path, lbl_path: Path) -> None:
     if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
         raise DatasetIntegrityError(
-            f"{img_path}: expected uint8 images of shape (N, 28, 28), got "
-            f"{images.dtype} {tuple(images.shape)}"
+            f"{img_path}: expected uint8 images of shape (N, 28, 28), got {images.dtype} {tuple(images.shape)}"
         )
     if labels.dtype != torch.uint8 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
         raise DatasetIntegrityError(
-            f"{lbl_path}: expected {images.shape[0]} uint8 labels, got "
-            f"{labels.dtype} {tuple(labels.shape)}"
+            f"{lbl_path}: expected {images.shape[0]} uint8 labels, got {labels.dtype} {tuple(labels.shape)}"
         )
     if labels.numel() and int(labels.max()) > 9:
         raise DatasetIntegrityError(f"{lbl_path}: label {int(labels.max())} outside 0..9")
 
 
-def load_mnist(
-    root: Optional[PathLike] = None, download: bool = True, verify: bool = True
-) -> MNISTArrays:
+def load_mnist(root: Optional[PathLike] = None, download: bool = True, verify: bool = True) -> MNISTArrays:
     """Load MNIST from ``<root>/MNIST/raw`` (root resolved by :func:`resolve_data_root`).
 
     Missing files are downloaded (md5-checked, atomic) when ``download`` is True, else a
@@ -112,9 +106,7 @@ def load_mnist(
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = tensors[f"{prefix}-images-idx3-ubyte"]
         labels = tensors[f"{prefix}-labels-idx1-ubyte"]
-        _check_pair(
-            images, labels, paths[f"{prefix}-images-idx3-ubyte"], paths[f"{prefix}-labels-idx1-ubyte"]
-        )
+        _check_pair(images, labels, paths[f"{prefix}-images-idx3-ubyte"], paths[f"{prefix}-labels-idx1-ubyte"])
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = labels.to(torch.int64)
     return MNISTArrays(**out)

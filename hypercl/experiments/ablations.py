@@ -25,8 +25,18 @@ from ..chunking import ChunkPlan
 from ..config import HypernetworkConfig, RunConfig
 from .configs import method_run_config
 
-__all__ = ["ABLATION_KINDS", "DEFAULT_RATIOS", "DEFAULT_BETAS", "ABLATION_QUICK", "generator_param_count",
-           "size_for_ratio", "compression_ablation", "beta_ablation", "plot_ablation", "run_ablation"]
+__all__ = [
+    "ABLATION_KINDS",
+    "DEFAULT_RATIOS",
+    "DEFAULT_BETAS",
+    "ABLATION_QUICK",
+    "generator_param_count",
+    "size_for_ratio",
+    "compression_ablation",
+    "beta_ablation",
+    "plot_ablation",
+    "run_ablation",
+]
 
 ABLATION_KINDS = ("compression", "beta", "cifar-speed")
 #: compression ratios (hypernetwork / target parameters) of Figure 2a; quick: three of them
@@ -38,25 +48,47 @@ QUICK_BETAS = (1e-4, 1e-2, 1.0)
 #: --quick: a data subset and few steps, so that one ablation finishes in about a minute on 2 CPU cores
 ABLATION_QUICK: dict[str, dict[str, Any]] = {
     "split_mnist": {"iterations": 30, "max_train_per_task": 500, "max_test_per_task": 200, "fisher_samples": 100},
-    "permuted_mnist": {"iterations": 30, "max_train_per_task": 500, "max_test_per_task": 200, "num_tasks": 3,
-                       "fisher_samples": 100},
-    "split_cifar": {"epochs": 1, "max_train_per_task": 64, "max_test_per_task": 64, "num_tasks": 2,
-                    "fisher_samples": 16},
+    "permuted_mnist": {
+        "iterations": 30,
+        "max_train_per_task": 500,
+        "max_test_per_task": 200,
+        "num_tasks": 3,
+        "fisher_samples": 100,
+    },
+    "split_cifar": {
+        "epochs": 1,
+        "max_train_per_task": 64,
+        "max_test_per_task": 64,
+        "num_tasks": 2,
+        "fisher_samples": 16,
+    },
 }
 #: hidden sizes tried (in order) when the configured one cannot reach a ratio
-_HIDDEN_LADDER = {"lstm": (128, 64, 32, 16, 8, 4), "gru": (128, 64, 32, 16, 8, 4),
-                  "chunked_mlp": ((10, 10), (5, 5), (2,))}
+_HIDDEN_LADDER = {
+    "lstm": (128, 64, 32, 16, 8, 4),
+    "gru": (128, 64, 32, 16, 8, 4),
+    "chunked_mlp": ((10, 10), (5, 5), (2,)),
+}
 
 
 # ------------------------------------------------------------------------------------------------ sizing
-def generator_param_count(num_params: int, generator: str, chunk_size: int, task_emb_dim: int, chunk_emb_dim: int,
-                          hidden: Any, num_tasks: int = 1, **kwargs: Any) -> int:
+def generator_param_count(
+    num_params: int,
+    generator: str,
+    chunk_size: int,
+    task_emb_dim: int,
+    chunk_emb_dim: int,
+    hidden: Any,
+    num_tasks: int = 1,
+    **kwargs: Any,
+) -> int:
     """Trainable parameters of a hypernetwork (generator + ``num_tasks`` task embeddings), counted on ``meta``."""
     from ..hypernetwork import build_generator
 
     with torch.device("meta"):
-        gen = build_generator(generator, ChunkPlan(num_params, int(chunk_size)), task_emb_dim, chunk_emb_dim,
-                               hidden, **kwargs)
+        gen = build_generator(
+            generator, ChunkPlan(num_params, int(chunk_size)), task_emb_dim, chunk_emb_dim, hidden, **kwargs
+        )
     return sum(p.numel() for p in gen.parameters()) + num_tasks * task_emb_dim
 
 
@@ -72,8 +104,9 @@ def _hidden_ladder(generator: str, hidden: Any, in_dim: int) -> list[Any]:
     return [first] + [h for h in _HIDDEN_LADDER.get(generator, ()) if width(h) < width(first)]
 
 
-def size_for_ratio(num_params: int, hcfg: Union[HypernetworkConfig, Mapping[str, Any]], ratio: float,
-                   num_tasks: int) -> dict:
+def size_for_ratio(
+    num_params: int, hcfg: Union[HypernetworkConfig, Mapping[str, Any]], ratio: float, num_tasks: int
+) -> dict:
     """Chunk size (and hidden size) whose hypernetwork has at most ``ratio × num_params`` parameters, as close to it
     as possible: the largest chunk size on the rising branch of the count (bigger chunks → bigger output layer).
 
@@ -90,11 +123,16 @@ def size_for_ratio(num_params: int, hcfg: Union[HypernetworkConfig, Mapping[str,
     best: Optional[dict] = None
     hidden_size = list(h.hidden_size) if isinstance(h.hidden_size, tuple) else h.hidden_size
     for hidden in _hidden_ladder(gen, hidden_size, te + ce):
+
         def count(c: int) -> int:
             return generator_param_count(num_params, gen, c, te, ce, hidden, num_tasks, **extra)
 
-        grid = sorted({max(1, min(num_params, round(math.exp(x))))
-                       for x in torch.linspace(math.log(4), math.log(num_params), 60).tolist()})
+        grid = sorted(
+            {
+                max(1, min(num_params, round(math.exp(x))))
+                for x in torch.linspace(math.log(4), math.log(num_params), 60).tolist()
+            }
+        )
         counts = [count(c) for c in grid]
         i_min = min(range(len(grid)), key=lambda i: counts[i])
         if counts[i_min] > budget:
@@ -175,19 +213,35 @@ def compression_ablation(
         n_target = _num_target_params(base, bench)
         for r in ratios:
             size = size_for_ratio(n_target, base.hypernetwork, r, bench.num_tasks)
-            cfg = method_run_config(benchmark, method, **over, chunk_size=size["chunk_size"],
-                                                    hidden_size=size["hidden_size"])
+            cfg = method_run_config(
+                benchmark, method, **over, chunk_size=size["chunk_size"], hidden_size=size["hidden_size"]
+            )
             for seed in seeds:
                 run = run_seed(cfg, bench, seed, scenarios, device=device)
-                pt = {"method": method, "requested_ratio": r, "chunk_size": size["chunk_size"],
-                      "hidden_size": size["hidden_size"], "seed": seed,
-                      "compression_ratio": run["params"]["compression_ratio"], **_point(run, scenarios)}
+                pt = {
+                    "method": method,
+                    "requested_ratio": r,
+                    "chunk_size": size["chunk_size"],
+                    "hidden_size": size["hidden_size"],
+                    "seed": seed,
+                    "compression_ratio": run["params"]["compression_ratio"],
+                    **_point(run, scenarios),
+                }
                 points.append(pt)
                 if on_point is not None:
                     on_point(pt)
-    return {"kind": "compression", "benchmark": benchmark, "methods": list(methods), "ratios": ratios,
-            "scenarios": scenarios, "seeds": list(seeds), "quick": quick, "overrides": over, "points": points,
-            "x": "compression_ratio"}
+    return {
+        "kind": "compression",
+        "benchmark": benchmark,
+        "methods": list(methods),
+        "ratios": ratios,
+        "scenarios": scenarios,
+        "seeds": list(seeds),
+        "quick": quick,
+        "overrides": over,
+        "points": points,
+        "x": "compression_ratio",
+    }
 
 
 def beta_ablation(
@@ -216,13 +270,28 @@ def beta_ablation(
             bench = build_benchmark(cfg, data_root, device)
         for seed in seeds:
             run = run_seed(cfg, bench, seed, scenarios, device=device)
-            pt = {"method": method, "beta": float(beta), "seed": seed,
-                  "compression_ratio": run["params"]["compression_ratio"], **_point(run, scenarios)}
+            pt = {
+                "method": method,
+                "beta": float(beta),
+                "seed": seed,
+                "compression_ratio": run["params"]["compression_ratio"],
+                **_point(run, scenarios),
+            }
             points.append(pt)
             if on_point is not None:
                 on_point(pt)
-    return {"kind": "beta", "benchmark": benchmark, "methods": [method], "betas": betas, "scenarios": scenarios,
-            "seeds": list(seeds), "quick": quick, "overrides": over, "points": points, "x": "beta"}
+    return {
+        "kind": "beta",
+        "benchmark": benchmark,
+        "methods": [method],
+        "betas": betas,
+        "scenarios": scenarios,
+        "seeds": list(seeds),
+        "quick": quick,
+        "overrides": over,
+        "points": points,
+        "x": "beta",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -263,11 +332,11 @@ def plot_ablation(result: dict, path: Path) -> Optional[Path]:
     fig, axes = plt.subplots(1, len(scen), figsize=(4.6 * len(scen), 3.6), squeeze=False)
     for ax, s in zip(axes[0], scen):
         for method, (xs, ys, sd) in _series(result, s).items():
-            ax.errorbar(xs, ys, yerr=sd if any(sd) else None, marker="o", capsize=3,
-                        label=METHOD_LABELS.get(method, method))
+            ax.errorbar(
+                xs, ys, yerr=sd if any(sd) else None, marker="o", capsize=3, label=METHOD_LABELS.get(method, method)
+            )
         ax.set_xscale("log")
-        ax.set_xlabel("compression ratio (hnet / target params)" if result["x"] == "compression_ratio"
-                      else "β (eq. 3)")
+        ax.set_xlabel("compression ratio (hnet / target params)" if result["x"] == "compression_ratio" else "β (eq. 3)")
         ax.set_ylabel(f"final {s.upper()} accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -284,32 +353,46 @@ def summary_lines(result: dict) -> list[str]:
 
     scen = list(result.get("scenarios", []))
     if result["kind"] == "cifar-speed":
-        lines = [f"{'method':<22} {'params':>10} {'ratio':>6} {'epoch C-10 s':>13} {'epoch C-100 s':>14} "
-                 f"{'total h':>9}"]
+        lines = [
+            f"{'method':<22} {'params':>10} {'ratio':>6} {'epoch C-10 s':>13} {'epoch C-100 s':>14} {'total h':>9}"
+        ]
         for m, r in result["methods"].items():
             c100 = r["epoch_s_cifar100_split"]
-            lines.append(f"{METHOD_LABELS.get(m, m):<22} {r['params']['model']:>10,} "
-                         f"{r['params']['compression_ratio']:>6.2f} {r['epoch_s_cifar10']:>13.1f} "
-                         f"{(sum(c100) / len(c100) if c100 else float('nan')):>14.2f} {r['total_h']:>9.1f}")
+            lines.append(
+                f"{METHOD_LABELS.get(m, m):<22} {r['params']['model']:>10,} "
+                f"{r['params']['compression_ratio']:>6.2f} {r['epoch_s_cifar10']:>13.1f} "
+                f"{(sum(c100) / len(c100) if c100 else float('nan')):>14.2f} {r['total_h']:>9.1f}"
+            )
         return lines
     xname = "ratio" if result["kind"] == "compression" else "beta"
     head = f"{'method':<14} {xname:>8} {'chunk':>7} {'hidden':>8} " + " ".join(f"{s.upper():>7}" for s in scen)
     lines = [head]
     for p in result["points"]:
         x = p["compression_ratio"] if result["kind"] == "compression" else p["beta"]
-        accs = " ".join(f"{100 * p['final'][s]:>7.2f}" if p["final"].get(s) is not None else f"{'—':>7}"
-                        for s in scen)
-        lines.append(f"{METHOD_LABELS.get(p['method'], p['method']):<14} {x:>8.3g} {p.get('chunk_size', '')!s:>7} "
-                     f"{p.get('hidden_size', '')!s:>8} {accs}")
+        accs = " ".join(f"{100 * p['final'][s]:>7.2f}" if p["final"].get(s) is not None else f"{'—':>7}" for s in scen)
+        lines.append(
+            f"{METHOD_LABELS.get(p['method'], p['method']):<14} {x:>8.3g} {p.get('chunk_size', '')!s:>7} "
+            f"{p.get('hidden_size', '')!s:>8} {accs}"
+        )
     return lines
 
 
-def run_ablation(kind: str, benchmark: str = "split_mnist", quick: bool = False, out: Optional[Path] = None,
-                 device: Any = "cpu", data_root: Optional[str] = None, seeds: Sequence[int] = (0,),
-                 values: Optional[Sequence[float]] = None, overrides: Optional[dict] = None,
-                 scenarios: Optional[Sequence[str]] = None, steps: Optional[int] = None,
-                 methods: Optional[Sequence[str]] = None, command: str = "",
-                 log: Optional[Callable[[str], None]] = None) -> tuple[dict, Path, Optional[Path]]:
+def run_ablation(
+    kind: str,
+    benchmark: str = "split_mnist",
+    quick: bool = False,
+    out: Optional[Path] = None,
+    device: Any = "cpu",
+    data_root: Optional[str] = None,
+    seeds: Sequence[int] = (0,),
+    values: Optional[Sequence[float]] = None,
+    overrides: Optional[dict] = None,
+    scenarios: Optional[Sequence[str]] = None,
+    steps: Optional[int] = None,
+    methods: Optional[Sequence[str]] = None,
+    command: str = "",
+    log: Optional[Callable[[str], None]] = None,
+) -> tuple[dict, Path, Optional[Path]]:
     """Run one ablation and write ``<out>/<stem>.json`` and ``<out>/<stem>.png``; returns (result, json, png)."""
     from .. import __version__
     from .cifar_speed import cifar_speed, plot_speed, write_json
@@ -321,40 +404,73 @@ def run_ablation(kind: str, benchmark: str = "split_mnist", quick: bool = False,
     t0 = time.perf_counter()
     say = log or (lambda s: None)
     if kind == "compression":
-        result = compression_ablation(benchmark, values, methods=tuple(methods or ("hnet", "lstm_net")),
-                                      quick=quick, seeds=seeds, scenarios=scenarios, data_root=data_root,
-                                      device=dev, overrides=overrides,
-                                      on_point=lambda p: say(f"  {p['method']} ratio {p['compression_ratio']:.3f}: "
-                                                             + ", ".join(f"{s} {100 * v:.2f}%"
-                                                                         for s, v in p["final"].items())))
+        result = compression_ablation(
+            benchmark,
+            values,
+            methods=tuple(methods or ("hnet", "lstm_net")),
+            quick=quick,
+            seeds=seeds,
+            scenarios=scenarios,
+            data_root=data_root,
+            device=dev,
+            overrides=overrides,
+            on_point=lambda p: say(
+                f"  {p['method']} ratio {p['compression_ratio']:.3f}: "
+                + ", ".join(f"{s} {100 * v:.2f}%" for s, v in p["final"].items())
+            ),
+        )
         stem = f"ablation_compression_{benchmark}"
     elif kind == "beta":
-        result = beta_ablation(benchmark, values, method=(methods or ["lstm_net_iwr"])[0], quick=quick, seeds=seeds,
-                               scenarios=scenarios, data_root=data_root, device=dev, overrides=overrides,
-                               on_point=lambda p: say(f"  β {p['beta']:g}: " + ", ".join(
-                                   f"{s} {100 * v:.2f}%" for s, v in p["final"].items())))
+        result = beta_ablation(
+            benchmark,
+            values,
+            method=(methods or ["lstm_net_iwr"])[0],
+            quick=quick,
+            seeds=seeds,
+            scenarios=scenarios,
+            data_root=data_root,
+            device=dev,
+            overrides=overrides,
+            on_point=lambda p: say(
+                f"  β {p['beta']:g}: " + ", ".join(f"{s} {100 * v:.2f}%" for s, v in p["final"].items())
+            ),
+        )
         stem = f"ablation_beta_{benchmark}"
     else:
         over = dict(overrides or {})
         if quick:  # a tiny ResNet on small images: checks the pipeline, the numbers mean nothing
             over = {"resnet_depth": 8, "resnet_widths": [4, 4, 4], "chunk_size": 512, **over}
         cpu_steps = steps if steps is not None else (1 if quick else (None if dev.type == "cuda" else 3))
-        result = cifar_speed(methods=tuple(methods or ("finetune", "scratch", "hnet", "hnet_iwr", "lstm_net",
-                                                       "lstm_net_iwr", "lstm_net_grow")),
-                             device=dev, steps=cpu_steps, warmup=1 if quick else 2,
-                             num_tasks=2 if quick else 6, overrides=over, image_size=8 if quick else 32,
-                             pool=16 if quick else 256, fisher_probe=4 if quick else 16,
-                             progress=lambda m: say(f"  timing {m} ..."))
+        result = cifar_speed(
+            methods=tuple(
+                methods or ("finetune", "scratch", "hnet", "hnet_iwr", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
+            ),
+            device=dev,
+            steps=cpu_steps,
+            warmup=1 if quick else 2,
+            num_tasks=2 if quick else 6,
+            overrides=over,
+            image_size=8 if quick else 32,
+            pool=16 if quick else 256,
+            fisher_probe=4 if quick else 16,
+            progress=lambda m: say(f"  timing {m} ..."),
+        )
         result["quick"] = quick
         stem = "cifar_speed"
     if quick:
         stem += "_quick"
     from ..devices import device_name
 
-    result.update({"device": device_name(dev), "command": command, "total_wall_time_s": time.perf_counter() - t0,
-                   "versions": {"hypercl": __version__, "torch": torch.__version__},
-                   "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   "threads": torch.get_num_threads()})
+    result.update(
+        {
+            "device": device_name(dev),
+            "command": command,
+            "total_wall_time_s": time.perf_counter() - t0,
+            "versions": {"hypercl": __version__, "torch": torch.__version__},
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "threads": torch.get_num_threads(),
+        }
+    )
     json_path = write_json(copy.deepcopy(result), out / f"{stem}.json")
     plot = plot_speed if kind == "cifar-speed" else plot_ablation
     png = plot(result, out / f"{stem}.png")

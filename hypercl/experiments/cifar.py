@@ -12,6 +12,7 @@ from ..data.augment import random_crop_flip
 
 __all__ = ["resnet_target", "TaskAugment", "make_train_transform"]
 
+
 def resnet_target(target: TargetConfig, num_outputs: int, in_channels: int = 3) -> torch.nn.Module:
     """``resnet32(num_outputs)`` for the paper's config, else ``cifar_resnet(depth, num_outputs, widths=...)``."""
     from ..models import cifar_resnet, resnet32
@@ -31,8 +32,13 @@ class TaskAugment:
     each task. Without fills the padding is 0 (the mean colour).
     """
 
-    def __init__(self, padding: int = 4, fills: Optional[Sequence[torch.Tensor]] = None, seed: int = 0,
-                 device: Union[str, torch.device] = "cpu") -> None:
+    def __init__(
+        self,
+        padding: int = 4,
+        fills: Optional[Sequence[torch.Tensor]] = None,
+        seed: int = 0,
+        device: Union[str, torch.device] = "cpu",
+    ) -> None:
         self.padding = int(padding)
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -54,8 +60,9 @@ class TaskAugment:
         return f"TaskAugment(padding={self.padding}, task={self.task}, device={self.device})"
 
 
-def make_train_transform(aug: Union[AugmentConfig, Mapping[str, Any]], bench: Any, seed: int,
-                         device: Any) -> TaskAugment:
+def make_train_transform(
+    aug: Union[AugmentConfig, Mapping[str, Any]], bench: Any, seed: int, device: Any
+) -> TaskAugment:
     """The training transform a config's ``augment`` entry describes (only ``random_crop_flip`` exists)."""
     if isinstance(aug, Mapping):  # its JSON form
         aug = AugmentConfig.from_json(aug)

@@ -40,21 +40,32 @@ class SyntheticCIFAR:
 
     name = "split_cifar"
 
-    def __init__(self, num_tasks: int = 6, train_pool: int = 256, test_pool: int = 256,
-                 device: Union[str, torch.device] = "cpu", seed: int = 0, image_size: int = 32) -> None:
+    def __init__(
+        self,
+        num_tasks: int = 6,
+        train_pool: int = 256,
+        test_pool: int = 256,
+        device: Union[str, torch.device] = "cpu",
+        seed: int = 0,
+        image_size: int = 32,
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         self.input_shape = (3, image_size, image_size)
         self.input_dim = 3 * image_size * image_size
         self.classes_per_task = 10
         self.tasks = []
         for t in range(num_tasks):
-            self.tasks.append(SimpleNamespace(
-                name=f"synthetic/{t}", num_classes=10, class_offset=10 * t,
-                x_train=torch.randn(train_pool, *self.input_shape, generator=g).to(device),
-                y_train=torch.randint(0, 10, (train_pool,), generator=g).to(device),
-                x_test=torch.randn(test_pool, *self.input_shape, generator=g).to(device),
-                y_test=torch.randint(0, 10, (test_pool,), generator=g).to(device),
-            ))
+            self.tasks.append(
+                SimpleNamespace(
+                    name=f"synthetic/{t}",
+                    num_classes=10,
+                    class_offset=10 * t,
+                    x_train=torch.randn(train_pool, *self.input_shape, generator=g).to(device),
+                    y_train=torch.randint(0, 10, (train_pool,), generator=g).to(device),
+                    x_test=torch.randn(test_pool, *self.input_shape, generator=g).to(device),
+                    y_test=torch.randint(0, 10, (test_pool,), generator=g).to(device),
+                )
+            )
         self.real_train = [CIFAR_TRAIN_SIZES[0 if t == 0 else 1] for t in range(num_tasks)]
         self.real_test = [CIFAR_TEST_SIZES[0 if t == 0 else 1] for t in range(num_tasks)]
 
@@ -75,8 +86,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_method(method: str, bench: SyntheticCIFAR, device: torch.device, steps: Optional[int], warmup: int,
-                 epochs: int, overrides: dict, fisher_probe: int, seed: int) -> dict:
+def _time_method(
+    method: str,
+    bench: SyntheticCIFAR,
+    device: torch.device,
+    steps: Optional[int],
+    warmup: int,
+    epochs: int,
+    overrides: dict,
+    fisher_probe: int,
+    seed: int,
+) -> dict:
     from .configs import method_run_config
     from .runner import build_learner
 
@@ -101,12 +121,18 @@ def _time_method(method: str, bench: SyntheticCIFAR, device: torch.device, steps
         if set_task is not None:
             set_task(t)
         learner.fit_task(t, task, iterations=warmup + n_timed, callback=cb)
-        durations = [b - a for a, b in zip(stamps[warmup - 1:-1], stamps[warmup:])] if warmup >= 1 else []
+        durations = [b - a for a, b in zip(stamps[warmup - 1 : -1], stamps[warmup:])] if warmup >= 1 else []
         if not durations:
             raise RuntimeError("need warmup >= 1 to time steps")
         step = statistics.fmean(durations)
-        rec = {"task": t, "steps_timed": len(durations), "step_s": step, "epoch_s": step * spe,
-               "steps_per_epoch": spe, "train_s": epochs * spe * step}
+        rec = {
+            "task": t,
+            "steps_timed": len(durations),
+            "step_s": step,
+            "epoch_s": step * spe,
+            "steps_per_epoch": spe,
+            "train_s": epochs * spe * step,
+        }
         if is_iwr and fisher_real:
             n = min(fisher_probe, len(task.y_train))
             learner.task_fisher(t, task, num_samples=2)  # warm-up
@@ -135,13 +161,19 @@ def _time_method(method: str, bench: SyntheticCIFAR, device: torch.device, steps
     total = train_s + fisher_s + eval_s
     return {
         "method": method,
-        "params": {"model": learner.hnet.num_params, "target": learner.target.num_params,
-                   "compression_ratio": learner.hnet.num_params / learner.target.num_params},
+        "params": {
+            "model": learner.hnet.num_params,
+            "target": learner.target.num_params,
+            "compression_ratio": learner.hnet.num_params / learner.target.num_params,
+        },
         "per_task": per_task,
         "epoch_s_cifar10": per_task[0]["epoch_s"],
         "epoch_s_cifar100_split": [r["epoch_s"] for r in per_task[1:]],
-        "train_s": train_s, "fisher_s": fisher_s, "eval_s": eval_s,
-        "total_s": total, "total_h": total / 3600.0,
+        "train_s": train_s,
+        "fisher_s": fisher_s,
+        "eval_s": eval_s,
+        "total_s": total,
+        "total_h": total / 3600.0,
     }
 
 
@@ -166,15 +198,26 @@ def cifar_speed(
     ``chunk_size``; tests use a tiny ResNet). Returns plain data (see ``docs/ablations.md``).
     """
     dev = torch.device(device)
-    bench = SyntheticCIFAR(num_tasks, train_pool=pool, test_pool=min(pool, 128), device=dev, seed=seed,
-                           image_size=image_size)
+    bench = SyntheticCIFAR(
+        num_tasks, train_pool=pool, test_pool=min(pool, 128), device=dev, seed=seed, image_size=image_size
+    )
     out: dict[str, Any] = {
         "kind": "cifar-speed",
-        "protocol": {"num_tasks": num_tasks, "epochs": epochs, "batch_size": None,
-                     "train_sizes": bench.real_train, "test_sizes": bench.real_test},
-        "timing": {"steps": "full epoch" if steps is None else int(steps), "warmup": int(warmup),
-                   "extrapolated": steps is not None, "fisher_probe_samples": int(fisher_probe),
-                   "image_size": image_size, "synthetic_pool": pool},
+        "protocol": {
+            "num_tasks": num_tasks,
+            "epochs": epochs,
+            "batch_size": None,
+            "train_sizes": bench.real_train,
+            "test_sizes": bench.real_test,
+        },
+        "timing": {
+            "steps": "full epoch" if steps is None else int(steps),
+            "warmup": int(warmup),
+            "extrapolated": steps is not None,
+            "fisher_probe_samples": int(fisher_probe),
+            "image_size": image_size,
+            "synthetic_pool": pool,
+        },
         "overrides": dict(overrides or {}),
         "methods": {},
     }
@@ -218,8 +261,11 @@ def plot_speed(result: dict, path: Path) -> Optional[Path]:
     p = result["protocol"]
     timing = result["timing"]
     how = "full epochs timed" if not timing["extrapolated"] else f"{timing['steps']} steps/task timed"
-    ax.set_title(f"Split CIFAR, {p['num_tasks']} tasks × {p['epochs']} epochs, batch {p['batch_size']} "
-                 f"({result.get('device', '')}; {how})", fontsize=8)
+    ax.set_title(
+        f"Split CIFAR, {p['num_tasks']} tasks × {p['epochs']} epochs, batch {p['batch_size']} "
+        f"({result.get('device', '')}; {how})",
+        fontsize=8,
+    )
     ax.legend(fontsize=7)
     return atomic_save_figure(fig, path)
 

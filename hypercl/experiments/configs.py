@@ -27,10 +27,24 @@ from typing import Any
 
 from ..config import RunConfig
 
-__all__ = ["HNET_METHODS", "BASELINE_METHODS", "METHODS", "BENCHMARK_CONFIGS", "method_config", "QUICK",
-           "EXTRA_METHODS", "ALL_METHODS", "CIFAR_METHODS", "CL1_ONLY", "HNET_INIT", "RECURRENT_INIT", "LSTM_INIT",
-           "INIT_SCHEMES",
-           "GROW_NEW_TASK", "method_run_config"]
+__all__ = [
+    "HNET_METHODS",
+    "BASELINE_METHODS",
+    "METHODS",
+    "BENCHMARK_CONFIGS",
+    "method_config",
+    "QUICK",
+    "EXTRA_METHODS",
+    "ALL_METHODS",
+    "CIFAR_METHODS",
+    "CL1_ONLY",
+    "HNET_INIT",
+    "RECURRENT_INIT",
+    "LSTM_INIT",
+    "INIT_SCHEMES",
+    "GROW_NEW_TASK",
+    "method_run_config",
+]
 
 #: method name -> (generator, strategy)
 HNET_METHODS: dict[str, tuple[str, str]] = {
@@ -68,8 +82,13 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         # hypernetwork targets keep von Oswald's multi-head layout (10 outputs, each task its own 2): 478,410 weights
         "hnet_output_layout": "per_task",
         "train": {"iterations": 2000, "batch_size": 128, "lr": 1e-3, "optimizer": "adam"},
-        "chunked_mlp": {"hidden_size": [10, 10], "activation": "relu", "chunk_size": 42000, "task_emb_dim": 96,
-                        "chunk_emb_dim": 96},
+        "chunked_mlp": {
+            "hidden_size": [10, 10],
+            "activation": "relu",
+            "chunk_size": 42000,
+            "task_emb_dim": 96,
+            "chunk_emb_dim": 96,
+        },
         "recurrent": {"hidden_size": 64, "chunk_size": 6000, "task_emb_dim": 96, "chunk_emb_dim": 96},
         "regularizer": {"beta": 0.01, "lookahead": True},
         "fisher_samples": None,
@@ -79,8 +98,13 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         "target": {"hidden": [1000, 1000], "activation": "relu"},
         "hnet_output_layout": "shared",
         "train": {"iterations": 5000, "batch_size": 128, "lr": 1e-4, "optimizer": "adam"},
-        "chunked_mlp": {"hidden_size": [25, 25], "activation": "elu", "chunk_size": 78000, "task_emb_dim": 24,
-                        "chunk_emb_dim": 8},
+        "chunked_mlp": {
+            "hidden_size": [25, 25],
+            "activation": "elu",
+            "chunk_size": 78000,
+            "task_emb_dim": 24,
+            "chunk_emb_dim": 8,
+        },
         "recurrent": {"hidden_size": 64, "chunk_size": 30000, "task_emb_dim": 96, "chunk_emb_dim": 96},
         # lookahead on: von Oswald et al.'s mnist/train_args_default.py, ``_set_default_permuted``, sets
         # ``config.no_lookahead = False`` for Permuted MNIST (GitHub chrhenning/hypercl at commit
@@ -98,8 +122,13 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 200, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "eval_batch_size": 500},
         # random crop (4 px padding, padded with black in each task's normalised space) + horizontal flip
         "augment": {"kind": "random_crop_flip", "padding": 4, "fill": "black"},
-        "chunked_mlp": {"hidden_size": [], "activation": "relu", "chunk_size": 7000, "task_emb_dim": 32,
-                        "chunk_emb_dim": 32},
+        "chunked_mlp": {
+            "hidden_size": [],
+            "activation": "relu",
+            "chunk_size": 7000,
+            "task_emb_dim": 32,
+            "chunk_emb_dim": 32,
+        },
         "recurrent": {"hidden_size": 128, "chunk_size": 2000, "task_emb_dim": 96, "chunk_emb_dim": 96},
         "regularizer": {"beta": 0.05, "lookahead": True},
         # eq. 4 on 5000 samples per task: all of a CIFAR-100 split, a 10% subset of CIFAR-10 (our choice)
@@ -110,10 +139,20 @@ BENCHMARK_CONFIGS: dict[str, dict[str, Any]] = {
 #: --quick: a reduced run (subset of the data, fewer steps) that finishes in about a minute on 2 CPU cores
 QUICK: dict[str, dict[str, Any]] = {
     "split_mnist": {"iterations": 100, "max_train_per_task": 2000, "max_test_per_task": 500, "fisher_samples": 500},
-    "permuted_mnist": {"iterations": 100, "max_train_per_task": 2000, "max_test_per_task": 500, "num_tasks": 3,
-                       "fisher_samples": 500},
-    "split_cifar": {"epochs": 1, "max_train_per_task": 128, "max_test_per_task": 100, "num_tasks": 3,
-                    "fisher_samples": 32},
+    "permuted_mnist": {
+        "iterations": 100,
+        "max_train_per_task": 2000,
+        "max_test_per_task": 500,
+        "num_tasks": 3,
+        "fisher_samples": 500,
+    },
+    "split_cifar": {
+        "epochs": 1,
+        "max_train_per_task": 128,
+        "max_test_per_task": 100,
+        "num_tasks": 3,
+        "fisher_samples": 32,
+    },
 }
 
 

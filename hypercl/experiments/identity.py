@@ -28,13 +28,28 @@ from ..config import (
     config_hash,
 )
 
-__all__ = ["PROTOCOL_VERSION", "BenchmarkConfig", "TargetConfig", "HypernetworkConfig", "StrategyConfig",
-           "TrainingConfig", "AugmentConfig", "ValidationConfig", "RunConfig", "ReplayRunConfig", "run_config",
-           "run_identity", "identity_diff", "ConfigError", "config_hash"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "BenchmarkConfig",
+    "TargetConfig",
+    "HypernetworkConfig",
+    "StrategyConfig",
+    "TrainingConfig",
+    "AugmentConfig",
+    "ValidationConfig",
+    "RunConfig",
+    "ReplayRunConfig",
+    "run_config",
+    "run_identity",
+    "identity_diff",
+    "ConfigError",
+    "config_hash",
+]
 
 
-def run_config(make_cfg: Callable[..., dict], benchmark: str, method: str, quick: bool = False,
-               **overrides: Any) -> AnyRunConfig:
+def run_config(
+    make_cfg: Callable[..., dict], benchmark: str, method: str, quick: bool = False, **overrides: Any
+) -> AnyRunConfig:
     """The validated config of the current protocol from a config builder (``method_config`` for a
     :class:`RunConfig`, ``replay_method_config`` for a :class:`ReplayRunConfig`); the builder's ``ValueError``
     (an unknown method or override) and :class:`ConfigError` (a value that cannot run) pass through."""
@@ -47,8 +62,13 @@ def run_identity(cfg: Union[AnyRunConfig, Mapping[str, Any]], tag: str, seed: in
     (``tag``: "all" = the hypernetwork's evaluation scenarios, else the baseline's scenario) and the seed."""
     cfg = as_config(cfg)
     fp = cfg.fingerprint()
-    return {"fingerprint": fp, "scenario": tag, "seed": int(seed), "config": cfg.to_json(),
-            "id": config_hash({"fingerprint": fp, "scenario": tag, "seed": int(seed)})}
+    return {
+        "fingerprint": fp,
+        "scenario": tag,
+        "seed": int(seed),
+        "config": cfg.to_json(),
+        "id": config_hash({"fingerprint": fp, "scenario": tag, "seed": int(seed)}),
+    }
 
 
 def _flat(d: Any, prefix: str = "") -> dict:
@@ -69,4 +89,3 @@ def identity_diff(old: dict, new: dict) -> list[str]:
         if canonical_json(a.get(k)) != canonical_json(b.get(k)):
             out.append(f"{k.removeprefix('config.')}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}")
     return out
-

@@ -35,7 +35,10 @@ def hold_run_lock(checkpoint: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RunLockedError(f"another hypercl process is training this run now ({Path(checkpoint).name}, same "
-                             "configuration and seed; lock held on " f"{lock}); wait for it to finish, then rerun "
-                             "with --resume to reuse its results") from None
+        raise RunLockedError(
+            f"another hypercl process is training this run now ({Path(checkpoint).name}, same "
+            "configuration and seed; lock held on "
+            f"{lock}); wait for it to finish, then rerun "
+            "with --resume to reuse its results"
+        ) from None
     return fd

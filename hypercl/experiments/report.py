@@ -13,10 +13,25 @@ from typing import Any, Iterable, Optional, Sequence
 from ..checkpoint import atomic_save_figure, atomic_write_text
 from .results_file import ResultsFileError, read_results, results_text
 
-__all__ = ["PAPER_TABLE1", "METHOD_LABELS", "write_results", "plot_matrices", "format_table", "markdown_table",
-           "is_reduced", "size_notes",
-           "load_results", "PAPER_TABLE3", "format_table3", "merge_results", "results_path", "merge_loaded",
-           "ResultsFileError", "read_results", "check_results_file"]
+__all__ = [
+    "PAPER_TABLE1",
+    "METHOD_LABELS",
+    "write_results",
+    "plot_matrices",
+    "format_table",
+    "markdown_table",
+    "is_reduced",
+    "size_notes",
+    "load_results",
+    "PAPER_TABLE3",
+    "format_table3",
+    "merge_results",
+    "results_path",
+    "merge_loaded",
+    "ResultsFileError",
+    "read_results",
+    "check_results_file",
+]
 
 #: Seed paper, Table 1 (non-replay): final average test accuracy (%) mean ± std.
 PAPER_TABLE1: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
@@ -50,16 +65,28 @@ PAPER_TABLE3: dict[str, dict[str, Any]] = {
     "scratch": {"final": (88.6, 79.3, 77.0, 83.0, 74.4, 81.1), "average": 80.60},
     "hnet": {"final": (88.0, 83.0, 79.0, 82.0, 81.0, 82.0), "average": 82.50},
     "hnet_iwr": {"final": (86.2, 86.1, 80.2, 85.0, 83.6, 85.01), "average": 84.35},
-    "lstm_net": {"final": (88.74, 89.1, 84.9, 84.3, 83.4, 82.7), "average": 85.52,
-                 "during": (88.78, 89.3, 85.2, 84.4, 83.5, 82.7), "during_average": 85.64},
+    "lstm_net": {
+        "final": (88.74, 89.1, 84.9, 84.3, 83.4, 82.7),
+        "average": 85.52,
+        "during": (88.78, 89.3, 85.2, 84.4, 83.5, 82.7),
+        "during_average": 85.64,
+    },
     "lstm_net_iwr": {"final": (88.44, 88.9, 85.2, 88.5, 86.3, 86.8), "average": 87.35},
     "lstm_net_grow": {"final": (88.98, 87.7, 86.3, 88.2, 89.2, 89.1), "average": 88.25},
 }
 
 METHOD_LABELS = {
-    "finetune": "Finetune", "ewc": "EWC", "online_ewc": "Online EWC", "si": "SI", "hnet": "HNET",
-    "hnet_iwr": "HNET_IWR", "lstm_net": "LSTM_NET", "lstm_net_iwr": "LSTM_NET_IWR", "lstm_net_grow": "LSTM_NET_GROW",
-    "gru_net": "GRU_NET", "scratch": "Training-from-scratch",
+    "finetune": "Finetune",
+    "ewc": "EWC",
+    "online_ewc": "Online EWC",
+    "si": "SI",
+    "hnet": "HNET",
+    "hnet_iwr": "HNET_IWR",
+    "lstm_net": "LSTM_NET",
+    "lstm_net_iwr": "LSTM_NET_IWR",
+    "lstm_net_grow": "LSTM_NET_GROW",
+    "gru_net": "GRU_NET",
+    "scratch": "Training-from-scratch",
 }
 BENCHMARK_LABELS = {"split_mnist": "Split MNIST", "permuted_mnist": "Permuted MNIST", "split_cifar": "Split CIFAR"}
 
@@ -163,8 +190,9 @@ def check_results_file(path: Path, fingerprint: Optional[str]) -> dict:
     except ResultsFileError as e:
         raise ResultsFileError(f"{e} (it is in the way of this run's results: move it away)") from None
     if old.get("fingerprint") != fingerprint:
-        raise ResultsFileError(f"{path} holds another run (fingerprint {old.get('fingerprint')}, this run "
-                               f"{fingerprint}); move it away")
+        raise ResultsFileError(
+            f"{path} holds another run (fingerprint {old.get('fingerprint')}, this run {fingerprint}); move it away"
+        )
     return old
 
 
@@ -191,8 +219,9 @@ def plot_matrices(result: dict, path: Path) -> Optional[Path]:
         for i, row in enumerate(data):
             for j, v in enumerate(row):
                 if not math.isnan(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < 60 else "black")
+                    ax.text(
+                        j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 60 else "black"
+                    )
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after learning task")
         n_rows, n_cols = len(data), len(data[0]) if data else 0
@@ -205,8 +234,10 @@ def plot_matrices(result: dict, path: Path) -> Optional[Path]:
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="test accuracy (%)")
     label = METHOD_LABELS.get(result["method"], result["method"])
     reduced = " — REDUCED RUN (--quick: data subset, few steps)" if is_reduced(result) else ""
-    fig.suptitle(f"{label} on {BENCHMARK_LABELS.get(result['benchmark'], result['benchmark'])} "
-                 f"({result['summary'][scen[0]]['n_seeds']} seed(s)){reduced}")
+    fig.suptitle(
+        f"{label} on {BENCHMARK_LABELS.get(result['benchmark'], result['benchmark'])} "
+        f"({result['summary'][scen[0]]['n_seeds']} seed(s)){reduced}"
+    )
     return atomic_save_figure(fig, path)
 
 
@@ -265,9 +296,16 @@ def _compact_table(rs: list[dict], scen: list[str], bench: str) -> list[str]:
             reduced = True
         params = r.get("params", {})
         n = max(summ[s]["n_seeds"] for s in summ)
-        rows.append([label] + [_compact_cell(_stats_of(summ[s], "final")) if s in summ else "—" for s in scen]
-                    + [str(n), f"{params.get('model', 0):,}", f"{params.get('compression_ratio', 0):.2f}",
-                       f"{r.get('wall_time_s', 0):.0f}"])
+        rows.append(
+            [label]
+            + [_compact_cell(_stats_of(summ[s], "final")) if s in summ else "—" for s in scen]
+            + [
+                str(n),
+                f"{params.get('model', 0):,}",
+                f"{params.get('compression_ratio', 0):.2f}",
+                f"{r.get('wall_time_s', 0):.0f}",
+            ]
+        )
     header = ["method"] + [s.upper() for s in scen] + ["n", "params", "x target", "wall s"]
     title = f"{BENCHMARK_LABELS.get(bench, bench)}: final average test accuracy (%), mean±se over n seeds"
     if reduced:
@@ -318,8 +356,13 @@ def _stats_of(summ: dict, key: str) -> Optional[dict]:
     return {"n": n, "mean": mean, "std": std, "se": std / math.sqrt(n) if std is not None else None}
 
 
-def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl2", "cl3"),
-                 with_paper: bool = True, markdown: bool = False, wide: Optional[bool] = None) -> str:
+def format_table(
+    results: Sequence[dict],
+    scenarios: Sequence[str] = ("cl1", "cl2", "cl3"),
+    with_paper: bool = True,
+    markdown: bool = False,
+    wide: Optional[bool] = None,
+) -> str:
     """Final average accuracy (%) per method × scenario over seeds.
 
     ``wide`` (default: markdown is wide, plain text compact): n, mean, sd, se of the final and during averages, CL3
@@ -369,8 +412,10 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
                 label += f" [{r['fingerprint'][:8]}]"
             row = [label]
             for s in scen:
-                row += [_stat_cell(_stats_of(summ[s], "final")) if s in summ else "—",
-                        _stat_cell(_stats_of(summ[s], "during")) if s in summ else "—"]
+                row += [
+                    _stat_cell(_stats_of(summ[s], "final")) if s in summ else "—",
+                    _stat_cell(_stats_of(summ[s], "during")) if s in summ else "—",
+                ]
             if "cl3" in scen:
                 row += [_stat_cell(_stats_of(summ["cl3"], "task_inference")) if "cl3" in summ else "—"]
             if with_paper:
@@ -378,15 +423,22 @@ def format_table(results: Sequence[dict], scenarios: Sequence[str] = ("cl1", "cl
                 row += [f"{p[s][0]:.2f} ± {p[s][1]:.2f}" if s in p else "—" for s in scen]
             n = max(summ[s]["n_seeds"] for s in summ)
             params = r.get("params", {})
-            row += [str(n), f"{params.get('model', 0):,} ({params.get('compression_ratio', 0):.2f})",
-                    f"{r.get('wall_time_s', 0):.0f}"]
+            row += [
+                str(n),
+                f"{params.get('model', 0):,} ({params.get('compression_ratio', 0):.2f})",
+                f"{r.get('wall_time_s', 0):.0f}",
+            ]
             rows.append(row)
-        title = (f"{BENCHMARK_LABELS.get(bench, bench)} — final average test accuracy (%) (every task after the last "
-                 "one) and during average (each task right after it was learned): mean, sample std (sd), standard "
-                 "error (se = sd/sqrt(n)), n seeds")
+        title = (
+            f"{BENCHMARK_LABELS.get(bench, bench)} — final average test accuracy (%) (every task after the last "
+            "one) and during average (each task right after it was learned): mean, sample std (sd), standard "
+            "error (se = sd/sqrt(n)), n seeds"
+        )
         if reduced:
-            title += (" — REDUCED RUN (--quick: data subset, few steps; not comparable with the paper's "
-                      "full-protocol numbers)")
+            title += (
+                " — REDUCED RUN (--quick: data subset, few steps; not comparable with the paper's "
+                "full-protocol numbers)"
+            )
         lines += _render(title, header, rows, markdown)
     return "\n".join(lines)
 
@@ -395,8 +447,9 @@ def markdown_table(results: Sequence[dict], **kw: Any) -> str:
     return format_table(results, markdown=True, **kw)
 
 
-def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bool = False,
-                  scenario: str = "cl1") -> str:
+def format_table3(
+    results: Sequence[dict], with_paper: bool = True, markdown: bool = False, scenario: str = "cl1"
+) -> str:
     """Split CIFAR in the layout of the seed paper's Table 3: per-task accuracy (%) after the last task ("final") and
     right after each task ("during"), mean over seeds, with the average (± std over seeds) and the paper's rows."""
     rs = [r for r in results if r.get("benchmark") == "split_cifar"]
@@ -428,14 +481,17 @@ def format_table3(results: Sequence[dict], with_paper: bool = True, markdown: bo
         summ = r["summary"].get(scenario, {})
         n = len(runs)
         rows.append([label, *per_task(finals), _cell(summ.get("final_mean"), summ.get("final_std"), n), str(n)])
-        rows.append([f"{label} during", *per_task(durings), _cell(summ.get("during_mean"), summ.get("during_std"), n),
-                     str(n)])
+        rows.append(
+            [f"{label} during", *per_task(durings), _cell(summ.get("during_mean"), summ.get("during_std"), n), str(n)]
+        )
         paper = PAPER_TABLE3.get(r["method"]) if with_paper else None
         if paper:
             for key, avg_key, suffix in (("final", "average", ""), ("during", "during_average", " during")):
                 if key in paper:
                     vals = [f"{v:.2f}" for v in paper[key][:n_tasks]] + ["—"] * max(0, n_tasks - len(paper[key]))
                     rows.append([f"  paper {label}{suffix}", *vals, f"{paper[avg_key]:.2f}", "—"])
-    title = ("Split CIFAR-10/100 (Table 3 layout) — test accuracy (%) per task after the last task and right after "
-             f"learning it ({scenario.upper()}), mean over seeds")
+    title = (
+        "Split CIFAR-10/100 (Table 3 layout) — test accuracy (%) per task after the last task and right after "
+        f"learning it ({scenario.upper()}), mean over seeds"
+    )
     return "\n".join(_render(title, header, rows, markdown))

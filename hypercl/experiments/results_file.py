@@ -130,8 +130,10 @@ def _check(data: Any) -> None:
     if protocol is not None:
         _int(protocol, "protocol", 1)
         if protocol > PROTOCOL_VERSION:
-            raise _Bad(f"protocol {protocol} is newer than this hypercl's {PROTOCOL_VERSION}: read it with the "
-                       "hypercl that wrote it")
+            raise _Bad(
+                f"protocol {protocol} is newer than this hypercl's {PROTOCOL_VERSION}: read it with the "
+                "hypercl that wrote it"
+            )
     if data.get("fingerprint") is not None:
         _typed(data["fingerprint"], str, "fingerprint")
     if "reduced" in data:
@@ -185,18 +187,22 @@ def read_results(path: Union[str, Path]) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ResultsFileError(f"{path}: not a results JSON (byte {e.start} is not UTF-8 text); move it away or "
-                               "restore a good copy") from None
+        raise ResultsFileError(
+            f"{path}: not a results JSON (byte {e.start} is not UTF-8 text); move it away or restore a good copy"
+        ) from None
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
         msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
         where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise ResultsFileError(f"{path}: not valid JSON ({msg}{where}); it is damaged (cut short?): move it away "
-                               "or restore a good copy") from None
+        raise ResultsFileError(
+            f"{path}: not valid JSON ({msg}{where}); it is damaged (cut short?): move it away or restore a good copy"
+        ) from None
     if isinstance(data, dict) and "digest" in data and data["digest"] != results_digest(data):
-        raise ResultsFileError(f"{path} is corrupt or was edited: its content does not match the digest stored when "
-                               "it was written; restore a good copy, or move it away and rerun with --resume")
+        raise ResultsFileError(
+            f"{path} is corrupt or was edited: its content does not match the digest stored when "
+            "it was written; restore a good copy, or move it away and rerun with --resume"
+        )
     try:
         _check(data)
     except _Bad as e:

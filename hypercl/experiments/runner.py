@@ -34,9 +34,21 @@ from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
 from .summary import summarize
 
-__all__ = ["build_benchmark", "build_learner", "run_seed", "run_seeds_parallel", "summarize", "is_hnet_method",
-           "run_tags", "checkpoint_path", "check_checkpoint", "ResumeError", "after_fit_task", "val_sets",
-           "val_summary"]
+__all__ = [
+    "build_benchmark",
+    "build_learner",
+    "run_seed",
+    "run_seeds_parallel",
+    "summarize",
+    "is_hnet_method",
+    "run_tags",
+    "checkpoint_path",
+    "check_checkpoint",
+    "ResumeError",
+    "after_fit_task",
+    "val_sets",
+    "val_summary",
+]
 
 
 class ResumeError(ValueError):
@@ -75,8 +87,10 @@ def check_checkpoint(cfg: Config, tag: str, seed: int, checkpoint_dir: Path, res
                 load_checkpoint(path, map_location="cpu")
             except CheckpointError as e:  # damaged: say so, rather than "already holds this run"
                 raise ResumeError(f"{e} (it is in the way of this run; --resume cannot continue it)") from None
-            raise ResumeError(f"{path} already holds this run (same configuration and seed); pass --resume to "
-                              "continue it (a finished run is not retrained), or remove it to train again")
+            raise ResumeError(
+                f"{path} already holds this run (same configuration and seed); pass --resume to "
+                "continue it (a finished run is not retrained), or remove it to train again"
+            )
         stored = load_checkpoint(path, map_location="cpu").get("run")
         if stored is None or stored.get("id") != ident["id"]:
             diff = identity_diff(stored or {}, ident)
@@ -84,23 +98,29 @@ def check_checkpoint(cfg: Config, tag: str, seed: int, checkpoint_dir: Path, res
         return path
     if resume:
         prefix = f"{cfg.benchmark.name}_{cfg.method}_"
-        others = sorted(p for p in Path(checkpoint_dir).glob(f"{prefix}*_seed{seed}.pt")) if Path(
-            checkpoint_dir).is_dir() else []
-        others = [p for p in others if p.name[len(prefix):].startswith(tag + "_")]
+        others = (
+            sorted(p for p in Path(checkpoint_dir).glob(f"{prefix}*_seed{seed}.pt"))
+            if Path(checkpoint_dir).is_dir()
+            else []
+        )
+        others = [p for p in others if p.name[len(prefix) :].startswith(tag + "_")]
         if others:
             try:
                 stored = load_checkpoint(others[-1], map_location="cpu").get("run") or {}
             except CheckpointError as e:
                 raise ResumeError(str(e)) from None
             diff = identity_diff(stored, ident)
-            raise ResumeError(f"--resume: no checkpoint of this run in {checkpoint_dir}; {others[-1].name} is another "
-                              f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
-                              "this one, or repeat the other run's settings")
+            raise ResumeError(
+                f"--resume: no checkpoint of this run in {checkpoint_dir}; {others[-1].name} is another "
+                f"run (differs in {'; '.join(diff[:6]) or 'identity'}); run without --resume to start "
+                "this one, or repeat the other run's settings"
+            )
     return None
 
 
-def _save(learner: ContinualLearner, path: Path, cfg: RunConfig, tag: str, seed: int,
-          val_history: Optional[dict] = None) -> None:
+def _save(
+    learner: ContinualLearner, path: Path, cfg: RunConfig, tag: str, seed: int, val_history: Optional[dict] = None
+) -> None:
     """:meth:`ContinualLearner.save` plus the run identity (``state["run"]``) and the validation-split rows
     (``state["val_history"]``, when ``--val-size`` > 0), atomic and digest-stamped."""
     state = {**learner.state(), "run": run_identity(cfg, tag, seed)}
@@ -130,8 +150,12 @@ def val_summary(rows: list) -> dict:
     if rows:
         last = rows[-1]["accuracy"]
         out["final_average"] = sum(last.values()) / len(last)
-        during = [r["accuracy"][str(r["after_task"])] if str(r["after_task"]) in r["accuracy"]
-                  else r["accuracy"][r["after_task"]] for r in rows]
+        during = [
+            r["accuracy"][str(r["after_task"])]
+            if str(r["after_task"]) in r["accuracy"]
+            else r["accuracy"][r["after_task"]]
+            for r in rows
+        ]
         out["during_average"] = sum(during) / len(during)
         ti = rows[-1].get("task_inference") or {}
         ti = [v for v in ti.values() if v is not None]
@@ -183,18 +207,34 @@ def _train_transform(cfg: RunConfig, bench: Any, seed: int, device: Any) -> Opti
     return make_train_transform(cfg.augment, bench, seed, device)
 
 
-def build_learner(cfg: Config, bench: Any, scenario: str, seed: int, device: Any, progress: bool,
-                  learner_kwargs: Optional[dict] = None) -> ContinualLearner:
+def build_learner(
+    cfg: Config,
+    bench: Any,
+    scenario: str,
+    seed: int,
+    device: Any,
+    progress: bool,
+    learner_kwargs: Optional[dict] = None,
+) -> ContinualLearner:
     """The learner (hypernetwork or plain network, with its strategy) a config describes. ``learner_kwargs`` go to
     :class:`ContinualLearner` as they are (``distributed``, ``compile``, ``autocast_dtype``)."""
     cfg = as_config(cfg)
     if not isinstance(cfg, RunConfig):
-        raise TypeError(f"build_learner builds a classifier run's learner; {cfg.method!r} is a replay run "
-                        "(hypercl.replay.build_replay_classifier)")
+        raise TypeError(
+            f"build_learner builds a classifier run's learner; {cfg.method!r} is a replay run "
+            "(hypercl.replay.build_replay_classifier)"
+        )
     torch.manual_seed(seed)
     train = cfg.training
-    common: dict[str, Any] = dict(optimizer=train.optimizer, lr=train.lr, batch_size=train.batch_size, device=device,
-                                  seed=seed, progress=progress, **(learner_kwargs or {}))
+    common: dict[str, Any] = dict(
+        optimizer=train.optimizer,
+        lr=train.lr,
+        batch_size=train.batch_size,
+        device=device,
+        seed=seed,
+        progress=progress,
+        **(learner_kwargs or {}),
+    )
     if train.eval_batch_size is not None:
         common["eval_batch_size"] = train.eval_batch_size
     transform = _train_transform(cfg, bench, seed, device)
@@ -203,22 +243,38 @@ def build_learner(cfg: Config, bench: Any, scenario: str, seed: int, device: Any
     strategy = cfg.strategy
     if cfg.method == "scratch":
         model = target_module(cfg.target, bench, bench.classes_per_task)
-        return ContinualLearner(IndependentWeights(model, seed=seed), strategy=strategy.name,
-                                strategy_kwargs=strategy.kwargs_for(None), scenario=scenario,
-                                output_layout=cfg.output_layout or "shared", **common)
+        return ContinualLearner(
+            IndependentWeights(model, seed=seed),
+            strategy=strategy.name,
+            strategy_kwargs=strategy.kwargs_for(None),
+            scenario=scenario,
+            output_layout=cfg.output_layout or "shared",
+            **common,
+        )
     if is_hnet_method(cfg.method):
         if cfg.hypernetwork is None:
             raise ValueError(f"method {cfg.method!r} needs a hypernetwork entry in its config")
         out = bench.total_classes if cfg.output_layout == "per_task" else bench.classes_per_task
         h = cfg.hypernetwork
         hnet = HyperNetwork(target_module(cfg.target, bench, out), generator=h.generator, **h.kwargs())
-        return ContinualLearner(hnet, strategy=strategy.name, strategy_kwargs=strategy.kwargs_for(None),
-                                scenario=scenario, output_layout=cfg.output_layout or "shared", **common)
+        return ContinualLearner(
+            hnet,
+            strategy=strategy.name,
+            strategy_kwargs=strategy.kwargs_for(None),
+            scenario=scenario,
+            output_layout=cfg.output_layout or "shared",
+            **common,
+        )
     out = bench.classes_per_task if scenario == "cl2" else bench.total_classes
     # the MNIST baselines take van de Ven & Tolias' per-scenario hyper-parameters; the CIFAR ones the common kwargs
     kwargs = strategy.kwargs_for(None if cfg.target.is_resnet else scenario)
-    return ContinualLearner(DirectWeights(target_module(cfg.target, bench, out)), strategy=strategy.name,
-                            strategy_kwargs=kwargs, scenario=scenario, **common)
+    return ContinualLearner(
+        DirectWeights(target_module(cfg.target, bench, out)),
+        strategy=strategy.name,
+        strategy_kwargs=kwargs,
+        scenario=scenario,
+        **common,
+    )
 
 
 def _run_config(cfg: Config) -> RunConfig:
@@ -266,8 +322,12 @@ def _train_sequence(
             res = learner.evaluate(vals, scenarios=list(scenarios), record=False, task_inference=task_inference)
             for s in scenarios:
                 val_history.setdefault(s, []).append(
-                    {"after_task": t, "accuracy": {str(k): v for k, v in res[s]["accuracy"].items()},
-                     "task_inference": {str(k): v for k, v in res[s]["task_inference"].items()}})
+                    {
+                        "after_task": t,
+                        "accuracy": {str(k): v for k, v in res[s]["accuracy"].items()},
+                        "task_inference": {str(k): v for k, v in res[s]["task_inference"].items()},
+                    }
+                )
         if checkpoint is not None and is_main_process():
             # atomic: a crash keeps the previous task's checkpoint (rank 0 writes)
             (save or (lambda lrn, p: lrn.save(p)))(learner, checkpoint)
@@ -278,8 +338,11 @@ def _train_sequence(
 
 def _param_counts(learner: ContinualLearner) -> dict:
     """The results JSON's ``params``: target weights, model (hypernetwork or network) parameters, their ratio."""
-    return {"target": learner.target.num_params, "model": learner.hnet.num_params,
-            "compression_ratio": learner.hnet.num_params / learner.target.num_params}
+    return {
+        "target": learner.target.num_params,
+        "model": learner.hnet.num_params,
+        "compression_ratio": learner.hnet.num_params / learner.target.num_params,
+    }
 
 
 def run_seed(
@@ -319,21 +382,32 @@ def run_seed(
             if val_history is not None:
                 val_history.update(load_checkpoint(ckpt, map_location="cpu").get("val_history") or {})
             try:
-                learner = ContinualLearner.load(ckpt, device=device, progress=progress,
-                                                distributed=learner_kwargs.get("distributed"))
+                learner = ContinualLearner.load(
+                    ckpt, device=device, progress=progress, distributed=learner_kwargs.get("distributed")
+                )
             except KeyError as e:  # digest-valid but not a complete learner state (another tool, an older layout)
                 raise CheckpointError(f"{ckpt} lacks the entry {e}; remove it to train this seed again") from None
             for flag in ("compile", "compile_options", "autocast_dtype"):
                 if flag in learner_kwargs:
                     setattr(learner, flag, learner_kwargs[flag])
             if cfg.augment is not None:  # the transform is code, not checkpoint state: rebuilt (its RNG restarts)
-                learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks),
-                                                           device)
+                learner.train_transform = _train_transform(cfg, bench, seed + 7919 * len(learner.learned_tasks), device)
         else:
             learner = build_learner(cfg, bench, scen_list[0], seed, device, progress, learner_kwargs)
         save = partial(_save, cfg=cfg, tag=tag, seed=seed, val_history=val_history)
-        _train_sequence(learner, bench, iterations, scen_list, ckpt, on_task, epochs=epochs, save=save,
-                        after_fit=after_fit, val_history=val_history, task_inference=task_inference_of(cfg))
+        _train_sequence(
+            learner,
+            bench,
+            iterations,
+            scen_list,
+            ckpt,
+            on_task,
+            epochs=epochs,
+            save=save,
+            after_fit=after_fit,
+            val_history=val_history,
+            task_inference=task_inference_of(cfg),
+        )
         for s in scen_list:
             out["scenarios"][s] = learner.results(s)
             if val_history is not None:
@@ -368,8 +442,9 @@ def run_seeds_parallel(
     t0 = time.perf_counter()
     epochs, iterations = _task_length(cfg)
     tag = run_tags(cfg.method, scenarios)[0][1]
-    ckpts = {seed: checkpoint_path(cfg, tag, seed, checkpoint_dir) for seed in seeds} if checkpoint_dir is not None \
-        else {}
+    ckpts = (
+        {seed: checkpoint_path(cfg, tag, seed, checkpoint_dir) for seed in seeds} if checkpoint_dir is not None else {}
+    )
     resuming = resume and bool(ckpts) and all(c.exists() for c in ckpts.values())
     if resuming:
         for seed in seeds:
@@ -383,8 +458,10 @@ def run_seeds_parallel(
     ens = SeedEnsemble.build(make, seeds)
     done = {len(m.learned_tasks) for m in ens.members}
     if len(done) != 1:
-        raise ValueError(f"the checkpoints in {checkpoint_dir} are at different tasks ({sorted(done)}); resume "
-                         "without --parallel-seeds, or remove them to start over")
+        raise ValueError(
+            f"the checkpoints in {checkpoint_dir} are at different tasks ({sorted(done)}); resume "
+            "without --parallel-seeds, or remove them to start over"
+        )
     for t in range(done.pop(), bench.num_tasks):
         if epochs is not None:
             ens.fit_task(t, bench.tasks[t], epochs=epochs, progress=progress)
@@ -397,13 +474,15 @@ def run_seeds_parallel(
     wall = time.perf_counter() - t0
     outs = []
     for seed, m in zip(seeds, ens.members):
-        outs.append({
-            "seed": seed,
-            "scenarios": {s: m.results(s) for s in scenarios},
-            "train_log": {tag: {str(k): v for k, v in m.train_log.items()}},
-            "identity": {tag: run_identity(cfg, tag, seed)["id"]},
-            "params": _param_counts(m),
-            "wall_time_s": wall,
-            "parallel_seeds": len(seeds),
-        })
+        outs.append(
+            {
+                "seed": seed,
+                "scenarios": {s: m.results(s) for s in scenarios},
+                "train_log": {tag: {str(k): v for k, v in m.train_log.items()}},
+                "identity": {tag: run_identity(cfg, tag, seed)["id"]},
+                "params": _param_counts(m),
+                "wall_time_s": wall,
+                "parallel_seeds": len(seeds),
+            }
+        )
     return outs

@@ -39,23 +39,34 @@ def summarize(seed_runs: list[dict], scenarios: Sequence[str]) -> dict:
             last = [v for v in (r["task_inference_matrix"][-1] if r["task_inference_matrix"] else []) if v is not None]
             ti_vals.append(sum(last) / len(last) if last else None)
         ti = mean_std(ti_vals)
-        stats = {"final": seed_stats(final_vals), "during": seed_stats(during_vals), "bwt": seed_stats(bwt_vals),
-                 "task_inference": seed_stats(ti_vals)}
+        stats = {
+            "final": seed_stats(final_vals),
+            "during": seed_stats(during_vals),
+            "bwt": seed_stats(bwt_vals),
+            "task_inference": seed_stats(ti_vals),
+        }
         n_rows = max(len(r["matrix"]) for r in res)
         n_cols = max(len(r["tasks"]) for r in res)
         mean_matrix: list[list[Optional[float]]] = []
         for i in range(n_rows):
             row = []
             for j in range(n_cols):
-                vals = [r["matrix"][i][j] for r in res if i < len(r["matrix"]) and j < len(r["matrix"][i])
-                        and r["matrix"][i][j] is not None]
+                vals = [
+                    r["matrix"][i][j]
+                    for r in res
+                    if i < len(r["matrix"]) and j < len(r["matrix"][i]) and r["matrix"][i][j] is not None
+                ]
                 row.append(statistics.fmean(vals) if vals else None)
             mean_matrix.append(row)
         summary[s] = {
-            "final_mean": final[0], "final_std": final[1],
-            "during_mean": during[0], "during_std": during[1],
-            "bwt_mean": bwt[0], "bwt_std": bwt[1],
-            "task_inference_mean": ti[0], "task_inference_std": ti[1],
+            "final_mean": final[0],
+            "final_std": final[1],
+            "during_mean": during[0],
+            "during_std": during[1],
+            "bwt_mean": bwt[0],
+            "bwt_std": bwt[1],
+            "task_inference_mean": ti[0],
+            "task_inference_std": ti[1],
             "mean_matrix": mean_matrix,
             "n_seeds": len(res),
             "stats": stats,  # per quantity: n, mean, sample std, standard error (std / sqrt(n))

@@ -13,6 +13,7 @@ from ..chunking import ChunkPlan
 
 __all__ = ["Generator", "ChunkProjection", "make_activation", "ACTIVATIONS"]
 
+
 class ChunkProjection(nn.Module):
     """The output layer that emits chunk values: ``y = h W + b`` with ``W`` stored as ``(in_features, out_features)``.
 

@@ -127,8 +127,9 @@ class RecurrentGenerator(Generator):
         if self.growing:
             return
         if self.num_layers != 1:
-            raise ValueError("GROW is defined for a single recurrent layer (section 3.3), "
-                             f"got num_layers={self.num_layers}")
+            raise ValueError(
+                f"GROW is defined for a single recurrent layer (section 3.3), got num_layers={self.num_layers}"
+            )
         g = GATES[self.cell] * self.hidden_size
         w_hh, b_hh = cast(torch.Tensor, self.rnn.weight_hh_l0), cast(torch.Tensor, self.rnn.bias_hh_l0)
         dev, dt = w_hh.device, w_hh.dtype

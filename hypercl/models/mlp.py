@@ -32,5 +32,9 @@ def _mlp(in_features: int, hidden: Sequence[int], out_features: int, activation:
 
 def mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu") -> MLP:
     """An :class:`MLP` tagged for checkpoints, e.g. ``mlp(784, [400, 400], 10)`` for Split MNIST."""
-    return cast(MLP, build_model("mlp", in_features=in_features, hidden=list(hidden), out_features=out_features,
-                       activation=activation))
+    return cast(
+        MLP,
+        build_model(
+            "mlp", in_features=in_features, hidden=list(hidden), out_features=out_features, activation=activation
+        ),
+    )

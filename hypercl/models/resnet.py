@@ -133,8 +133,16 @@ def cifar_resnet(
     depth: int = 32, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)
 ) -> CifarResNet:
     """A :class:`CifarResNet` tagged for checkpoints, e.g. ``cifar_resnet(8, 3)`` for a tiny test network."""
-    return cast(CifarResNet, build_model("cifar_resnet", depth=int(depth), num_classes=int(num_classes),
-                       in_channels=int(in_channels), widths=[int(w) for w in widths]))
+    return cast(
+        CifarResNet,
+        build_model(
+            "cifar_resnet",
+            depth=int(depth),
+            num_classes=int(num_classes),
+            in_channels=int(in_channels),
+            widths=[int(w) for w in widths],
+        ),
+    )
 
 
 def resnet32(num_classes: int = 10) -> ResNet32:

@@ -38,13 +38,17 @@ class VAE(nn.Module):
     """
 
     def __init__(
-        self, in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100,
+        self,
+        in_features: int = 784,
+        hidden: Sequence[int] = (400, 400),
+        latent_dim: int = 100,
         activation: str = "relu",
     ) -> None:
         super().__init__()
         if int(in_features) <= 0 or int(latent_dim) <= 0 or any(int(h) <= 0 for h in hidden):
-            raise ValueError(f"VAE sizes must be positive, got in={in_features}, hidden={list(hidden)}, "
-                             f"latent={latent_dim}")
+            raise ValueError(
+                f"VAE sizes must be positive, got in={in_features}, hidden={list(hidden)}, latent={latent_dim}"
+            )
         self.in_features = int(in_features)
         self.latent_dim = int(latent_dim)
         hidden = [int(h) for h in hidden]
@@ -60,8 +64,9 @@ class VAE(nn.Module):
         """Bernoulli logits of the pixels (apply ``sigmoid`` for pixel means)."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, eps: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, eps: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, mu, logvar)`` with the reparameterised ``z = mu + eps * exp(logvar / 2)``."""
         mu, logvar = self.encode(x)
         if eps is None:
@@ -100,13 +105,23 @@ def vae_loss(
 
 
 @register_model("vae")
-def _vae(in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100,
-         activation: str = "relu") -> VAE:
+def _vae(
+    in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100, activation: str = "relu"
+) -> VAE:
     return VAE(in_features, list(hidden), latent_dim, activation)
 
 
-def vae(in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100,
-        activation: str = "relu") -> VAE:
+def vae(
+    in_features: int = 784, hidden: Sequence[int] = (400, 400), latent_dim: int = 100, activation: str = "relu"
+) -> VAE:
     """A :class:`VAE` tagged for checkpoints, e.g. ``vae(784)`` for Split MNIST (the seed paper's 400-400, z=100)."""
-    return cast(VAE, build_model("vae", in_features=int(in_features), hidden=[int(h) for h in hidden],
-                       latent_dim=int(latent_dim), activation=activation))
+    return cast(
+        VAE,
+        build_model(
+            "vae",
+            in_features=int(in_features),
+            hidden=[int(h) for h in hidden],
+            latent_dim=int(latent_dim),
+            activation=activation,
+        ),
+    )

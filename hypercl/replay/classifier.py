@@ -94,8 +94,15 @@ class ReplayClassifier(ContinualLearner):
         self._sampler: Any = None
         self._pending: Optional[tuple[torch.Tensor, ReplayBatch]] = None
 
-    def configure(self, targets: str = "soft", temperature: float = 2.0, mixing: str = "fixed",
-                  replay_weight: float = 0.5, replay_batch_size: int = 128, source: str = "generator") -> None:
+    def configure(
+        self,
+        targets: str = "soft",
+        temperature: float = 2.0,
+        mixing: str = "fixed",
+        replay_weight: float = 0.5,
+        replay_batch_size: int = 128,
+        source: str = "generator",
+    ) -> None:
         """Set the replay options (checked)."""
         if targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
@@ -113,9 +120,17 @@ class ReplayClassifier(ContinualLearner):
         self.replay_weight, self.replay_batch_size, self.source = float(replay_weight), int(replay_batch_size), source
 
     # ------------------------------------------------------------------ training
-    def fit_task(self, task_id: int, data: Any, iterations: Optional[int] = None, epochs: Optional[int] = None,
-                 num_classes: Optional[int] = None, batch_size: Optional[int] = None,
-                 callback: Optional[Callable[[int, torch.Tensor], None]] = None, sampler: Any = None) -> dict:
+    def fit_task(
+        self,
+        task_id: int,
+        data: Any,
+        iterations: Optional[int] = None,
+        epochs: Optional[int] = None,
+        num_classes: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        callback: Optional[Callable[[int, torch.Tensor], None]] = None,
+        sampler: Any = None,
+    ) -> dict:
         """:meth:`ContinualLearner.fit_task` with replay from ``sampler`` (``source="generator"``; ignored for
         ``"current"``). The first task, or a generator source without a sampler, trains on the task alone."""
         replay = bool(self.learned_tasks) and (self.source == "current" or sampler is not None)
@@ -127,8 +142,15 @@ class ReplayClassifier(ContinualLearner):
             self._teacher = self.target.unflatten(self.hnet.weights.detach().clone())
             self._sampler = sampler if self.source == "generator" else None
         try:
-            log = super().fit_task(task_id, data, iterations=iterations, epochs=epochs, num_classes=num_classes,
-                                   batch_size=batch_size, callback=callback)
+            log = super().fit_task(
+                task_id,
+                data,
+                iterations=iterations,
+                epochs=epochs,
+                num_classes=num_classes,
+                batch_size=batch_size,
+                callback=callback,
+            )
         finally:
             self._teacher, self._sampler, self._pending = None, None, None
         log["replay"] = replay
@@ -141,8 +163,9 @@ class ReplayClassifier(ContinualLearner):
         return 1.0 - 1.0 / (len([t for t in self.learned_tasks if t != task_id]) + 1)
 
     @torch.no_grad()
-    def _masks(self, task_id: int, owner: Optional[torch.Tensor], task_ids: Optional[list[int]], n: int,
-               num_outputs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _masks(
+        self, task_id: int, owner: Optional[torch.Tensor], task_ids: Optional[list[int]], n: int, num_outputs: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dev = self.device
         old = [t for t in self.learned_tasks if t != task_id]
         if self.scenario == "cl1":
@@ -193,8 +216,9 @@ class ReplayClassifier(ContinualLearner):
         s = student_logits[batch.index]
         t = batch.teacher_logits[batch.index]
         if self.targets == "soft":
-            return masked_distillation_loss(s, t, batch.student_mask, batch.teacher_mask, self.temperature,
-                                            validate=False)
+            return masked_distillation_loss(
+                s, t, batch.student_mask, batch.teacher_mask, self.temperature, validate=False
+            )
         return masked_hard_label_loss(s, t, batch.student_mask, batch.teacher_mask, validate=False)
 
     def task_logits(self, task_id: int, x: torch.Tensor) -> torch.Tensor:
@@ -207,10 +231,12 @@ class ReplayClassifier(ContinualLearner):
             self._pending = (logits, batch)
             return logits
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"generative replay decodes tensors, so the current batch must be one tensor too, got a "
-                            f"{type(x).__name__}: use source='current' (LwF) for tuple/dict inputs")
+            raise TypeError(
+                f"generative replay decodes tensors, so the current batch must be one tensor too, got a "
+                f"{type(x).__name__}: use source='current' (LwF) for tuple/dict inputs"
+            )
         both = self.target(params, torch.cat([x, batch.inputs]))  # one forward for current + replayed inputs
-        self._pending = (both[len(x):], batch)
+        self._pending = (both[len(x) :], batch)
         return both[: len(x)]
 
     def task_loss(self, task_id: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -223,6 +249,11 @@ class ReplayClassifier(ContinualLearner):
         return (1.0 - w) * loss + w * self.replay_loss(student, batch)
 
     def replay_config(self) -> dict:
-        return {"targets": self.targets, "temperature": self.temperature, "mixing": self.mixing,
-                "replay_weight": self.replay_weight, "replay_batch_size": self.replay_batch_size,
-                "source": self.source}
+        return {
+            "targets": self.targets,
+            "temperature": self.temperature,
+            "mixing": self.mixing,
+            "replay_weight": self.replay_weight,
+            "replay_batch_size": self.replay_batch_size,
+            "source": self.source,
+        }

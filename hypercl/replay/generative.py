@@ -33,8 +33,14 @@ from ..models.vae import VAE, vae_loss
 from ..target import FunctionalTarget, whole_output, wrap
 
 __all__ = [
-    "SelfPairs", "VAELearner", "PlainReplay", "GeneratedSampler", "PlainSampler", "decoder_only",
-    "wrap_vae_decoder", "DECODER_PREFIX",
+    "SelfPairs",
+    "VAELearner",
+    "PlainReplay",
+    "GeneratedSampler",
+    "PlainSampler",
+    "decoder_only",
+    "wrap_vae_decoder",
+    "DECODER_PREFIX",
 ]
 
 DECODER_PREFIX = "decoder."
@@ -96,8 +102,13 @@ class GeneratedSampler:
 
     conditional = True
 
-    def __init__(self, decoder_target: FunctionalTarget, stacked: OrderedDict[str, torch.Tensor],
-                 task_ids: Sequence[int], latent_dim: int) -> None:
+    def __init__(
+        self,
+        decoder_target: FunctionalTarget,
+        stacked: OrderedDict[str, torch.Tensor],
+        task_ids: Sequence[int],
+        latent_dim: int,
+    ) -> None:
         self.decoder_target = decoder_target
         self.stacked = stacked
         self.task_ids = [int(t) for t in task_ids]
@@ -164,8 +175,10 @@ class VAELearner(ContinualLearner):
             raise TypeError(f"VAELearner needs a hypernetwork around a hypercl.models.VAE, got {type(module).__name__}")
         names = list(self.target.param_shapes)
         if not all(n.startswith(DECODER_PREFIX) for n in names):
-            raise ValueError("the hypernetwork must generate the VAE's decoder only: build it around "
-                             "hypercl.replay.wrap_vae_decoder(vae)")
+            raise ValueError(
+                "the hypernetwork must generate the VAE's decoder only: build it around "
+                "hypercl.replay.wrap_vae_decoder(vae)"
+            )
         self.vae: VAE = module
         self.decoder_target = wrap(module.decoder)
         if [DECODER_PREFIX + n for n in self.decoder_target.param_shapes] != names:
@@ -181,8 +194,14 @@ class VAELearner(ContinualLearner):
         logits, mu, logvar = out
         return vae_loss(logits, mu, logvar, y)
 
-    def learn(self, task_id: int, x: Any, iterations: int, batch_size: Optional[int] = None,
-              callback: Optional[Callable[[int, torch.Tensor], None]] = None) -> dict:
+    def learn(
+        self,
+        task_id: int,
+        x: Any,
+        iterations: int,
+        batch_size: Optional[int] = None,
+        callback: Optional[Callable[[int, torch.Tensor], None]] = None,
+    ) -> dict:
         """Learn task ``task_id``'s inputs ``x`` (tensor or ``PermutedImages``) for ``iterations`` steps."""
         data = SelfPairs(x, int(batch_size or self.batch_size), self.rng)
         return self.fit_task(task_id, data, iterations=int(iterations), num_classes=1, callback=callback)
@@ -191,7 +210,7 @@ class VAELearner(ContinualLearner):
     @staticmethod
     def strip(params: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         """``decoder.<name>`` → ``<name>`` (the decoder's own parameter names)."""
-        return OrderedDict((n[len(DECODER_PREFIX):], v) for n, v in params.items())
+        return OrderedDict((n[len(DECODER_PREFIX) :], v) for n, v in params.items())
 
     @torch.no_grad()
     def decoder_weights(self, task_ids: Sequence[int]) -> OrderedDict[str, torch.Tensor]:
@@ -211,8 +230,9 @@ class VAELearner(ContinualLearner):
         return GeneratedSampler(self.decoder_target, self.decoder_weights(ids), ids, self.vae.latent_dim)
 
     # ------------------------------------------------------------------ IWR (eq. 4 for the decoder)
-    def task_fisher(self, task_id: int, data: Any, num_samples: Optional[int] = None, batch_size: int = 64,
-                    normalize: bool = True) -> torch.Tensor:
+    def task_fisher(
+        self, task_id: int, data: Any, num_samples: Optional[int] = None, batch_size: int = 64, normalize: bool = True
+    ) -> torch.Tensor:
         """Diagonal empirical Fisher (eq. 4) of the reconstruction loss w.r.t. the decoder weights generated for
         ``task_id``, flat ``(N,)`` in the hypernetwork's output order; ``z ~ q(z | x)`` (reparameterised, encoder in
         eval mode); a random subset of ``num_samples`` inputs (all when ``None``)."""
@@ -275,9 +295,17 @@ class PlainReplay:
 
     kind = "plain"
 
-    def __init__(self, vae: VAE, lr: float = 1e-3, optimizer: str = "adam", batch_size: int = 128,
-                 device: Union[str, torch.device] = "cpu", seed: int = 0, progress: bool = False,
-                 check_every: int = 50) -> None:
+    def __init__(
+        self,
+        vae: VAE,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        batch_size: int = 128,
+        device: Union[str, torch.device] = "cpu",
+        seed: int = 0,
+        progress: bool = False,
+        check_every: int = 50,
+    ) -> None:
         if not isinstance(vae, VAE):
             raise TypeError(f"PlainReplay needs a hypercl.models.VAE, got {type(vae).__name__}")
         if optimizer not in OPTIMIZERS:
@@ -293,8 +321,14 @@ class PlainReplay:
         self.learned_tasks: list[int] = []
         self.train_log: dict[int, dict] = {}
 
-    def learn(self, task_id: int, x: Any, iterations: int, batch_size: Optional[int] = None,
-              callback: Optional[Callable[[int, torch.Tensor], None]] = None) -> dict:
+    def learn(
+        self,
+        task_id: int,
+        x: Any,
+        iterations: int,
+        batch_size: Optional[int] = None,
+        callback: Optional[Callable[[int, torch.Tensor], None]] = None,
+    ) -> dict:
         if task_id in self.learned_tasks:
             raise ValueError(f"task {task_id} was already learned")
         steps = int(iterations)
@@ -337,8 +371,9 @@ class PlainReplay:
             if (it + 1) % self.check_every == 0 or it + 1 == steps:
                 window = losses[: (it % self.check_every) + 1]
                 if not bool(torch.isfinite(window).all()):
-                    raise NonFiniteLossError(f"non-finite VAE loss at task {task_id}, iteration <= {it}: lower the "
-                                             "learning rate")
+                    raise NonFiniteLossError(
+                        f"non-finite VAE loss at task {task_id}, iteration <= {it}: lower the learning rate"
+                    )
                 window_mean = float(window.mean())
                 if bar is not None:
                     bar.update(len(window))
@@ -363,8 +398,13 @@ class PlainReplay:
         return sum(p.numel() for p in self.vae.parameters())
 
     def replay_state(self) -> dict:
-        return {"kind": self.kind, "vae": self.vae.state_dict(), "learned_tasks": list(self.learned_tasks),
-                "train_log": dict(self.train_log), "rng": self.rng.get_state()}
+        return {
+            "kind": self.kind,
+            "vae": self.vae.state_dict(),
+            "learned_tasks": list(self.learned_tasks),
+            "train_log": dict(self.train_log),
+            "rng": self.rng.get_state(),
+        }
 
     def load_replay_state(self, state: dict) -> None:
         self.vae.load_state_dict(state["vae"])

@@ -23,11 +23,14 @@ def _check(
     student: torch.Tensor, teacher: torch.Tensor, student_mask: torch.Tensor, teacher_mask: torch.Tensor, validate: bool
 ) -> None:
     if student.shape != teacher.shape or student.dim() != 2:
-        raise ValueError(f"student and teacher logits must both be (N, O), got {tuple(student.shape)} and "
-                         f"{tuple(teacher.shape)}")
+        raise ValueError(
+            f"student and teacher logits must both be (N, O), got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
     if student_mask.shape != student.shape or teacher_mask.shape != student.shape:
-        raise ValueError(f"masks must be (N, O) = {tuple(student.shape)}, got {tuple(student_mask.shape)} and "
-                         f"{tuple(teacher_mask.shape)}")
+        raise ValueError(
+            f"masks must be (N, O) = {tuple(student.shape)}, got {tuple(student_mask.shape)} and "
+            f"{tuple(teacher_mask.shape)}"
+        )
     if not validate:  # the value checks cost a host sync each; callers that build the masks themselves skip them
         return
     if bool((teacher_mask & ~student_mask).any()):

@@ -17,7 +17,10 @@ __all__ = ["replay_images", "write_sample_grid"]
 
 @torch.no_grad()
 def replay_images(
-    replay: Any, per_task: int = 10, seed: int = 0, task_ids: Optional[Sequence[int]] = None,
+    replay: Any,
+    per_task: int = 10,
+    seed: int = 0,
+    task_ids: Optional[Sequence[int]] = None,
     permutations: Optional[Sequence[torch.Tensor]] = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """``(images (R, per_task, side, side), row_labels)`` decoded from ``per_task`` fixed latents (``seed``).
@@ -46,8 +49,12 @@ def replay_images(
 
 
 def write_sample_grid(
-    replay: Any, path: Union[str, os.PathLike], per_task: int = 10, seed: int = 0,
-    task_ids: Optional[Sequence[int]] = None, permutations: Optional[Sequence[torch.Tensor]] = None,
+    replay: Any,
+    path: Union[str, os.PathLike],
+    per_task: int = 10,
+    seed: int = 0,
+    task_ids: Optional[Sequence[int]] = None,
+    permutations: Optional[Sequence[torch.Tensor]] = None,
     title: Optional[str] = None,
 ) -> Optional[Path]:
     """Write the grid of :func:`replay_images` as a PNG (matplotlib Agg; temp file + ``os.replace``).

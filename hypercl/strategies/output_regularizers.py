@@ -17,8 +17,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..hypernetwork import HyperNetwork
     from .base import Learner
 
-__all__ = ["TARGET_MODES", "RawGeneration", "HNETRegularizer", "IWRegularizer", "candidate_step",
-           "check_reg_tasks_per_step", "draw_old_tasks"]
+__all__ = [
+    "TARGET_MODES",
+    "RawGeneration",
+    "HNETRegularizer",
+    "IWRegularizer",
+    "candidate_step",
+    "check_reg_tasks_per_step",
+    "draw_old_tasks",
+]
 
 #: where the targets ``f_h(e_t, c, Θ*_h)`` of eq. 2/3 come from: stored once per task as a ``(T−1, N)`` tensor, or
 #: generated on the fly from a frozen copy of the hypernetwork's parameters ``Θ*_h`` for the tasks drawn this step
@@ -123,8 +130,13 @@ class HNETRegularizer(Strategy):
     name = "hnet"
     needs_hypernetwork = True
 
-    def __init__(self, beta: float = 0.01, lookahead: bool = False, reg_tasks_per_step: Optional[int] = None,
-                 targets: str = "stored") -> None:
+    def __init__(
+        self,
+        beta: float = 0.01,
+        lookahead: bool = False,
+        reg_tasks_per_step: Optional[int] = None,
+        targets: str = "stored",
+    ) -> None:
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         if targets not in TARGET_MODES:
@@ -186,8 +198,9 @@ class HNETRegularizer(Strategy):
         ids = self.old_ids if pos is None else [self.old_ids[i] for i in pos.tolist()]
         pad = hnet.plan.padding
         with torch.no_grad():
-            raw_targets = functional_call(RawGeneration(hnet), {f"hnet.{n}": v for n, v in self.snapshot.items()},
-                                          (ids,))
+            raw_targets = functional_call(
+                RawGeneration(hnet), {f"hnet.{n}": v for n, v in self.snapshot.items()}, (ids,)
+            )
             sq_gain = F.pad(hnet.weight_gain.square(), (0, pad))
             imp = self.importance_of(ids)
             weight = sq_gain.expand(len(ids), -1) if imp is None else F.pad(imp, (0, pad)) * sq_gain
