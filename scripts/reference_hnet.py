@@ -38,6 +38,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import platform
 import re
 import subprocess
@@ -136,6 +137,8 @@ def record_path(scenario: int, seed: int) -> Path:
 def run_one(scenario: int, seed: int, threads: int) -> dict:
     args = ["--infer_task_id", "--infer_with_entropy", "--cl_scenario", str(scenario), "--random_seed", str(seed)]
     out_dir = EXTERNAL / "out" / f"cl{scenario}-seed{seed}"
+    if out_dir.exists():  # an interrupted run's folder: the reference code would stop to ask before reusing it
+        shutil.rmtree(out_dir)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs = EXTERNAL / "logs"
     logs.mkdir(parents=True, exist_ok=True)
