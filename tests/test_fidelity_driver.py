@@ -30,7 +30,7 @@ def _record(variant: str, seed: int, cl3: float) -> dict:
     res = {s: {"final_average": cl3, "during_average": cl3, "task_inference": cl3, "final": [], "during": []}
            for s in fidelity.SCENARIOS}
     return {"variant": variant, "identity": fidelity.identity(cfg), "seed": seed, "config": cfg.to_json(),
-            "run": {"test": {"raw": res}}}
+            "environment": {"threads": 1}, "run": {"test": {"raw": res}}}
 
 
 def test_table_reports_n_mean_std_and_standard_error(tmp_path: Path) -> None:
@@ -138,3 +138,13 @@ def test_infer_records_each_criterion_from_a_finished_checkpoint(tmp_path: Path)
     table = fidelity.infer_table(out)
     assert "| hnet | test | energy | 1 | 0 |" in table
     assert fidelity.table(out).count("| hnet |") == 0  # the fidelity table ignores task-inference records
+
+
+def test_a_record_without_its_environment_is_marked_in_the_table(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    rec = _record("lstm_net", 0, 0.5)
+    del rec["environment"]
+    fidelity.result_path(tmp_path, "lstm_net", 0).write_text(json.dumps(rec))
+    fidelity.result_path(tmp_path, "lstm_net", 1).write_text(json.dumps(_record("lstm_net", 1, 0.5)))
+    text = fidelity.table(tmp_path)
+    assert "| lstm_net | 2 | 0*,1 |" in text and "without its environment" in text

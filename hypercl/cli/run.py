@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         for fd in getattr(args, "run_locks", []):
-            os.close(fd)
+            if fd >= 0:  # -1: a rank that does not write holds no lock
+                os.close(fd)
 
 
 class _Terminated(KeyboardInterrupt):

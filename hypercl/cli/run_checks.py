@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -170,6 +171,8 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
         clean_stale_tmp(folder)
     seeds = list(range(args.seed_offset, args.seed_offset + args.seeds))
     args.run_locks = []  # one lock per (identity, seed), held until the command ends (cmd_run releases them)
+    # under torchrun every rank runs these checks before the process group exists; the writer (rank 0) holds the locks
+    lock = hold_run_lock if int(os.environ.get("RANK", "0")) == 0 else (lambda path: -1)
     for method, cfg in cfgs.items():
         fingerprint = cfg.fingerprint()
         rpath = results_path(out, args.benchmark, method, args.quick, fingerprint)
@@ -181,12 +184,12 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
         try:
             if isinstance(cfg, ReplayRunConfig):
                 folder = replay_dir(cfg, out / "checkpoints")
-                args.run_locks += [hold_run_lock(folder / f"seed{s}") for s in seeds]
+                args.run_locks += [lock(folder / f"seed{s}") for s in seeds]
                 check_replay_checkpoints(cfg, method, seeds, out / "checkpoints", args)
                 continue
             for seed in seeds:
                 for _, tag in run_tags(method, args.scenario):
-                    args.run_locks.append(hold_run_lock(checkpoint_path(cfg, tag, seed, out / "checkpoints")))
+                    args.run_locks.append(lock(checkpoint_path(cfg, tag, seed, out / "checkpoints")))
                     check_checkpoint(cfg, tag, seed, out / "checkpoints", resume=args.resume)
         except (ResumeError, CheckpointError, RunLockedError) as e:
             raise Refusal(str(e)) from None
