@@ -12,11 +12,11 @@ from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 
 from hypercl.avalanche import HyperCLStrategy
-from hypercl.data.paths import resolve_data_root
+from hypercl.data import torchvision_mnist_root
 
 torch.set_num_threads(1)
 t0 = time.time()
-bench = PermutedMNIST(n_experiences=2, seed=0, dataset_root=str(resolve_data_root()))
+bench = PermutedMNIST(n_experiences=2, seed=0, dataset_root=str(torchvision_mnist_root()))
 e = bench.train_stream[0]
 print("classes", e.classes_in_this_experience, "task labels", e.task_labels[:1], len(e.dataset), flush=True)
 mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))

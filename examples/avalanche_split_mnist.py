@@ -209,9 +209,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.summary:
-        from hypercl.data.paths import resolve_data_root
+        from hypercl.data import torchvision_mnist_root
 
-        root = resolve_data_root(args.data_root)
+        root = torchvision_mnist_root(args.data_root)  # Avalanche reads torchvision's decompressed files
         for seed in args.seeds:  # seeds outermost: every method gets seed 0 before any gets seed 1
             for scenario in args.scenarios:
                 for method in args.methods:

@@ -6,6 +6,8 @@ import torch
 
 import hypercl
 from hypercl.data.datasets import DatasetView, dataset_targets, permuted_dataset, split_dataset
+from hypercl.data.integrity import md5sum
+from hypercl.data.mnist import MNIST_MD5
 from hypercl.data.paths import resolve_data_root
 
 tv = pytest.importorskip("torchvision", reason='torchvision is not installed: pip install "hypercl[vision]"')
@@ -69,17 +71,51 @@ def test_image_folder_split(tmp_path):
     learner.fit_task(0, bench[0], iterations=2)
 
 
-def test_torchvision_mnist_split_from_the_library_data_root():
+def _real_mnist_root():
     root = resolve_data_root()
-    if not (root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"no MNIST/raw under the library's data root {root} (set HYPERCL_DATA or --data-root)")
-    test = tv.datasets.MNIST(str(root), train=False, download=False, transform=T.ToTensor())
+    if not all((root / "MNIST" / "raw" / f"{stem}.gz").is_file() for stem in _MNIST_STEMS):
+        pytest.skip(f"no MNIST/raw/*.gz under the library's data root {root} (set HYPERCL_DATA or --data-root)")
+    return root
+
+
+_MNIST_STEMS = tuple(name[: -len(".gz")] for name in MNIST_MD5 if name.endswith(".gz"))
+
+
+def test_torchvision_mnist_split_from_the_library_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _real_mnist_root()
+    tv_root = hypercl.data.torchvision_mnist_root(root, download=False)
+    test = tv.datasets.MNIST(str(tv_root), train=False, download=False, transform=T.ToTensor())
     bench = split_dataset(test, test, classes_per_task=2)
     assert bench.num_tasks == 5
     ours = hypercl.data.SplitMNIST(root, download=False, max_test_per_task=50)
     # the same images as hypercl's own reader, in the same order (ToTensor scales by 1/255 as ours does)
     assert torch.equal(bench[2].x_test[torch.arange(50)].reshape(50, -1), ours[2].x_test)
     assert torch.equal(bench[2].y_test[:50], ours[2].y_test)
+
+
+def test_torchvision_root_from_a_read_only_gz_folder_decompresses_into_the_cache(tmp_path, monkeypatch):
+    """A data folder holding only the .gz files (torchvision would decompress next to them) is never written to:
+    the decompressed copies go to the cache, are reused, and a damaged copy is made again."""
+    source = _real_mnist_root() / "MNIST" / "raw"
+    data = tmp_path / "data"
+    (data / "MNIST" / "raw").mkdir(parents=True)
+    for stem in _MNIST_STEMS:
+        (data / "MNIST" / "raw" / f"{stem}.gz").symlink_to(source / f"{stem}.gz")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = sorted(p.name for p in (data / "MNIST" / "raw").iterdir())
+    tv_root = hypercl.data.torchvision_mnist_root(data, download=False)
+    assert tv_root == (tmp_path / "cache" / "hypercl" / "torchvision").absolute()
+    assert sorted(p.name for p in (data / "MNIST" / "raw").iterdir()) == before  # the data folder is untouched
+    assert sorted(p.name for p in (tv_root / "MNIST" / "raw").iterdir()) == sorted(_MNIST_STEMS)  # no temp files
+    labels = tv_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x09")  # damage one byte of the copy
+    assert hypercl.data.torchvision_mnist_root(data, download=False) == tv_root
+    assert md5sum(labels) == MNIST_MD5["t10k-labels-idx1-ubyte"]  # made again
+    test = tv.datasets.MNIST(str(tv_root), train=False, download=False)
+    assert torch.equal(test.targets, hypercl.data.load_mnist(data, download=False).test_labels)
+    # a data folder that holds the decompressed files is used as it is
+    assert hypercl.data.torchvision_mnist_root(tv_root, download=False) == tv_root
 
 
 def test_bad_dataset_targets_are_one_clear_error():

@@ -10,7 +10,7 @@ from .cifar import CIFARArrays, load_cifar10, load_cifar100
 from .cifar_benchmark import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, SplitCIFAR10_100
 from .errors import DatasetIntegrityError, DatasetNotFoundError
 from .idx import read_idx
-from .mnist import MNISTArrays, load_mnist
+from .mnist import MNISTArrays, load_mnist, torchvision_mnist_root
 from .paths import resolve_data_root
 from .tasks import PermutedImages, TaskData
 
@@ -18,6 +18,7 @@ __all__ = [
     "resolve_data_root",
     "read_idx",
     "load_mnist",
+    "torchvision_mnist_root",
     "load_cifar10",
     "load_cifar100",
     "MNISTArrays",

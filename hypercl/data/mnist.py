@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -12,9 +16,9 @@ from . import download as _dl
 from .errors import DatasetIntegrityError
 from .idx import read_idx
 from .integrity import check_md5
-from .paths import PathLike, resolve_data_root
+from .paths import PathLike, resolve_cache_root, resolve_data_root
 
-__all__ = ["MNISTArrays", "load_mnist", "mnist_folder", "MNIST_MIRRORS", "MNIST_MD5"]
+__all__ = ["MNISTArrays", "load_mnist", "mnist_folder", "torchvision_mnist_root", "MNIST_MIRRORS", "MNIST_MD5"]
 
 MNIST_MIRRORS: Tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -110,3 +114,47 @@ def load_mnist(root: Optional[PathLike] = None, download: bool = True, verify: b
         out[f"{split}_images"] = images
         out[f"{split}_labels"] = labels.to(torch.int64)
     return MNISTArrays(**out)
+
+
+def torchvision_mnist_root(root: Optional[PathLike] = None, download: bool = True) -> Path:
+    """A root folder that ``torchvision.datasets.MNIST(root, download=False)`` and Avalanche's
+    ``SplitMNIST(dataset_root=root)`` read without writing or downloading anything.
+
+    torchvision reads the decompressed ``<root>/MNIST/raw/*-ubyte`` files and, asked to "download", decompresses the
+    ``.gz`` files next to them, which fails on a read-only data folder. If the data root (resolved by
+    :func:`resolve_data_root`) already holds the four decompressed files, it is returned unchanged. Otherwise its
+    ``.gz`` files (fetched first when ``download`` is True) are md5-checked and decompressed, atomically, into
+    ``<cache root>/torchvision`` (:func:`resolve_cache_root`), which is returned; a later call reuses the decompressed
+    files after checking their md5s. The data root itself is never written to.
+    """
+    data_root = resolve_data_root(root)
+    folder = data_root / "MNIST" / "raw"
+    if all((folder / stem).is_file() for stem in _STEMS):
+        return data_root
+    paths = _locate(folder, download)
+    out_root = resolve_cache_root() / "torchvision"
+    out = out_root / "MNIST" / "raw"
+    out.mkdir(parents=True, exist_ok=True)
+    for stem in _STEMS:
+        target = out / stem
+        if target.is_file():
+            try:
+                check_md5(target, MNIST_MD5[stem])
+                continue
+            except DatasetIntegrityError:
+                target.unlink()  # a damaged copy of ours: make it again from the source
+        source = paths[stem]
+        check_md5(source, MNIST_MD5[source.name])
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{stem}.", suffix=".tmp")
+        try:
+            with (
+                os.fdopen(fd, "wb") as dst,
+                gzip.open(source, "rb") if source.suffix == ".gz" else open(source, "rb") as src,
+            ):
+                shutil.copyfileobj(src, dst, 1 << 20)
+            check_md5(Path(tmp), MNIST_MD5[stem])
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return out_root

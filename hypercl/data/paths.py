@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["resolve_data_root", "ENV_VAR"]
+__all__ = ["resolve_data_root", "resolve_cache_root", "ENV_VAR"]
 
 ENV_VAR = "HYPERCL_DATA"
 
@@ -25,6 +25,11 @@ def resolve_data_root(data_root: Optional[PathLike] = None) -> Path:
     env = os.environ.get(ENV_VAR, "")
     if env:
         return Path(env).expanduser().absolute()
+    return resolve_cache_root() / "data"
+
+
+def resolve_cache_root() -> Path:
+    """hypercl's cache folder (not created): ``$XDG_CACHE_HOME/hypercl``, else ``~/.cache/hypercl``; absolute."""
     cache = os.environ.get("XDG_CACHE_HOME", "")
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return (base / "hypercl" / "data").absolute()
+    return (base / "hypercl").absolute()
