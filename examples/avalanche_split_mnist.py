@@ -5,7 +5,10 @@
 Stream: ``SplitMNIST(n_experiences=5, fixed_class_order=0..9)`` (classes 0/1, 2/3, ... as in hypercl's Split MNIST),
 task-incremental (``return_task_id=True``) and class-incremental (``False``), read from the library's data root
 (``--data-root``, else ``$HYPERCL_DATA``, else ``~/.cache/hypercl/data``; torchvision's ``MNIST/raw`` layout).
-Target: one MLP 784-400-400 (ReLU). Avalanche's strategies put a ``MultiHeadClassifier`` on it when task labels are
+Target: one MLP 784-400-400 (ReLU). ``lstm_net_grow+r`` is Avalanche's ``Naive`` on Avalanche's classifier (the
+baselines' heads) with hypercl's ``GeneratedReplayPlugin``: replay from a VAE (400-400, latent 100) whose decoder an
+LSTM hypernetwork generates per experience under GROW (no stored data), trained as many steps per experience as the
+classifier. Avalanche's strategies put a ``MultiHeadClassifier`` on it when task labels are
 given and one 10-way ``Linear`` head otherwise; hypercl's methods generate the whole MLP with a 2-unit output per task.
 
 Protocol (CPU-sized): Adam lr 1e-3, minibatch 128. Avalanche's strategies: 1 epoch per experience. hypercl's: the
@@ -34,8 +37,9 @@ from torch import nn
 
 SCENARIOS = {"task": True, "class": False}  # name -> return_task_id
 HYPERCL = ("hnet", "lstm_net_grow")
+HYPERCL_REPLAY = ("lstm_net_grow+r",)  # Avalanche's Naive on the classifier + hypercl's GeneratedReplayPlugin
 AVALANCHE = ("naive", "ewc", "si", "lwf", "replay")
-METHODS = HYPERCL + AVALANCHE
+METHODS = HYPERCL + HYPERCL_REPLAY + AVALANCHE
 REPLAY_MEM = 200
 BATCH = 128
 
@@ -78,6 +82,11 @@ def build(method: str, scenario: str, seed: int, evaluator: Any) -> Any:
     common = dict(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
                   criterion=nn.CrossEntropyLoss(), train_mb_size=BATCH, train_epochs=1, eval_mb_size=1000,
                   evaluator=evaluator)
+    if method in HYPERCL_REPLAY:
+        from hypercl.avalanche import GeneratedReplayPlugin
+
+        plugin = GeneratedReplayPlugin(method[: -len("+r")], seed=seed)  # steps set per experience in run_one
+        return Naive(plugins=[plugin], **common)
     if method == "naive":
         return Naive(**common)
     if method == "ewc":
@@ -109,6 +118,10 @@ def run_one(method: str, scenario: str, seed: int, data_root: Path) -> dict:
         steps.append(n)
         if method in HYPERCL:
             strategy.train_iterations = n  # matched to one Avalanche epoch
+        if method in HYPERCL_REPLAY:
+            for plugin in strategy.plugins:  # the VAE trains as many steps as the classifier
+                if hasattr(plugin, "replay_iterations"):
+                    plugin.replay_iterations = n
         strategy.train(exp)
         res = strategy.eval(bench.test_stream)
     wall = time.perf_counter() - t0
@@ -184,7 +197,7 @@ def plot(summary: list, path: Path) -> None:
         names = [r["method"] for r in rows]
         ax.bar(names, [r["final_average"]["mean"] for r in rows],
                yerr=[0 if math.isnan(r["final_average"]["se"]) else r["final_average"]["se"] for r in rows],
-               color=["tab:blue" if n in HYPERCL else "tab:gray" for n in names])
+               color=["tab:blue" if n in HYPERCL + HYPERCL_REPLAY else "tab:gray" for n in names])
         ax.set_ylim(0, 1)
         for i, r in enumerate(rows):  # each bar's number of seeds
             ax.text(i, 0.02, f"n={r['n']}", ha="center", color="white")

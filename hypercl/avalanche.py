@@ -40,13 +40,22 @@ try:
 except ImportError as _e:  # pragma: no cover - the message is the point
     raise ImportError(f'hypercl.avalanche needs Avalanche ({_e}): pip install "hypercl[avalanche]"') from None
 
+from .avalanche_replay import REPLAY_PLUGIN_METHODS, GeneratedReplayPlugin
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 from .experiments.configs import BENCHMARK_CONFIGS, GROW_NEW_TASK, HNET_INIT, HNET_METHODS, RECURRENT_INIT
 from .hypernetwork import HyperNetwork
 from .learner import ContinualLearner, make_optimizer
 from .scenarios import infer_task_by_entropy
 
-__all__ = ["HyperCLStrategy", "HyperCLModel", "MASK_VALUE", "METHODS", "method_settings"]
+__all__ = [
+    "HyperCLStrategy",
+    "HyperCLModel",
+    "GeneratedReplayPlugin",
+    "MASK_VALUE",
+    "METHODS",
+    "REPLAY_PLUGIN_METHODS",
+    "method_settings",
+]
 
 log = logging.getLogger("hypercl")
 
