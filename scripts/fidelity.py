@@ -416,13 +416,13 @@ def infer(out: Path, variant: str, checkpoints: list[Path], criteria: list[str],
     return 0
 
 
-def infer_table(out: Path) -> str:
+def infer_table(out: Path, split: Optional[str] = None) -> str:
     """One row per (variant, criterion, split): n, seeds, CL3 final, task identification, CL1, cost ratio; plus the
-    paired CL3 difference to entropy on the same seeds."""
+    paired CL3 difference to entropy on the same seeds. ``split``: only that split's rows (default: all)."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for p in sorted((out / "runs").glob("*@*.json")):
         rec = json.loads(p.read_text())
-        if rec.get("kind") == "infer":
+        if rec.get("kind") == "infer" and split in (None, rec["split"]):
             groups.setdefault((rec["variant"], rec["split"], rec["criterion"]), []).append(rec)
     if not groups:
         return ""
@@ -444,6 +444,20 @@ def infer_table(out: Path) -> str:
 
 
 # ---------------------------------------------------------------- table
+def write_between_markers(path: Path, name: str, text: str) -> None:
+    """Replace what stands between ``<!-- name -->`` and ``<!-- /name -->`` in ``path`` by ``text`` (atomically);
+    a file without both markers is one clear error, and nothing is written."""
+    doc = path.read_text()
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    i, j = doc.find(start), doc.find(end)
+    if i < 0 or j < i:
+        raise SystemExit(f"{path}: no '{start}' ... '{end}' markers to write the table between; add them first")
+    new = doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + doc[j:]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+
+
 def stats(values: list[float]) -> dict:
     """n, mean, sample std (n-1) and standard error std/sqrt(n): the runner's tested summary (std, SE None at n=1)."""
     return seed_stats(values)
@@ -556,6 +570,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="verify: the record's seed")
     ap.add_argument("--record", default=None, help="verify: a record file (default: found from --variant/--seed)")
     ap.add_argument("--threads", type=int, default=None, help="verify: thread count (default: the record's)")
+    ap.add_argument("--write", default=None, help="table / infer-table: write the table into this Markdown file "
+                    "between its <!-- fidelity-table --> (infer-table: <!-- infer-table-SPLIT -->) markers")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if a.what == "verify":
@@ -578,13 +594,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         crits = [c.strip().replace(";", ",") for c in a.criteria.split(",") if c.strip()]
         return infer(out, a.variant, files, crits, a.split, a.data_root, a.force, a.repeats)
     if a.what == "infer-table":
-        print(infer_table(out), end="")
+        text = infer_table(out, a.split if a.write else None)
+        if a.write:
+            write_between_markers(Path(a.write), f"infer-table-{a.split}", text)
+        else:
+            print(text, end="")
         return 0
     if a.what == "work":
         work(out, a.data_root, set(a.only.split(",")) if a.only else None)
     elif a.what == "jobs":
         for v, s in jobs():
             print(v, s, "done" if result_path(out, v, s).exists() else "")
+    elif a.write:
+        write_between_markers(Path(a.write), "fidelity-table", table(out))
     else:
         print(table(out), end="")
     return 0

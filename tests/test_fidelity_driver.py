@@ -46,6 +46,21 @@ def test_table_reports_n_mean_std_and_standard_error(tmp_path: Path) -> None:
     assert row.startswith("| hnet | 3 | 0,1,2 |") and cell in row
 
 
+def test_table_is_written_between_the_markers_and_nothing_else_changes(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    fidelity.result_path(tmp_path, "hnet", 0).write_text(json.dumps(_record("hnet", 0, 0.5)))
+    doc = tmp_path / "results.md"
+    doc.write_text("before\n<!-- fidelity-table -->\nold rows\n<!-- /fidelity-table -->\nafter\n")
+    assert fidelity.main(["table", "--out", str(tmp_path), "--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("before\n<!-- fidelity-table -->\n") and text.endswith("<!-- /fidelity-table -->\nafter\n")
+    assert "old rows" not in text and fidelity.table(tmp_path).strip() in text
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="no '<!-- fidelity-table -->'"):
+        fidelity.main(["table", "--out", str(tmp_path), "--write", str(doc)])
+    assert doc.read_text() == "no markers\n"
+
+
 def test_one_seed_prints_no_spread_and_duplicates_are_refused(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
     fidelity.result_path(tmp_path, "lstm_net", 0).write_text(json.dumps(_record("lstm_net", 0, 0.5)))
