@@ -368,6 +368,18 @@ class EvaluationConfig(_FlatJson):
 
 
 @dataclass(frozen=True)
+class OffTaskConfig(_FlatJson):
+    """The training-time off-task uncertainty term (:mod:`hypercl.off_task`): ``kind``, ``weight``, ``grid``."""
+
+    kind: str
+    weight: float
+    grid: Optional[int] = None
+
+    _KEY = "off_task"
+    _FIELDS = ("kind", "weight", "grid")
+
+
+@dataclass(frozen=True)
 class ValidationConfig(_FlatJson):
     """Evaluation on a held-out validation split: ``size_per_task`` training samples per task carved with
     ``split_seed``, and the ``calibration`` fitted on it (``scripts/fidelity.py``'s calibrated rows)."""
@@ -416,6 +428,8 @@ class RunConfig(_RunIdentity):
     validation: Optional[ValidationConfig] = None
     #: the CL2/CL3 task-inference criterion (``None``: entropy)
     evaluation: Optional[EvaluationConfig] = None
+    #: the training-time off-task uncertainty term (``None``: none)
+    off_task: Optional[OffTaskConfig] = None
     #: the protocol version; ``None`` only for a config read from JSON that had none
     protocol: Optional[int] = PROTOCOL_VERSION
 
@@ -439,6 +453,8 @@ class RunConfig(_RunIdentity):
             d["validation"] = self.validation.to_json()
         if self.evaluation is not None:
             d["evaluation"] = self.evaluation.to_json()
+        if self.off_task is not None:
+            d["off_task"] = self.off_task.to_json()
         if self.protocol is not None:
             d["protocol"] = self.protocol
         return d
@@ -462,6 +478,7 @@ class RunConfig(_RunIdentity):
                 "strategy",
                 "validation",
                 "evaluation",
+                "off_task",
                 "protocol",
             ),
         )
@@ -487,6 +504,7 @@ class RunConfig(_RunIdentity):
             augment=AugmentConfig.from_json(d["augment"]) if d.get("augment") else None,
             validation=ValidationConfig.from_json(d["validation"]) if d.get("validation") else None,
             evaluation=EvaluationConfig.from_json(d["evaluation"]) if d.get("evaluation") else None,
+            off_task=OffTaskConfig.from_json(d["off_task"]) if d.get("off_task") else None,
             protocol=int(d["protocol"]) if versioned else None,
         )
 
@@ -540,6 +558,13 @@ class RunConfig(_RunIdentity):
         mode = self.strategy.kwargs.get("targets")
         if mode is not None and mode not in ("stored", "online"):
             raise ConfigError(f"--reg-targets must be 'stored' or 'online', got {mode!r}")
+        if self.off_task is not None:
+            from .off_task import OffTask
+
+            try:
+                OffTask(**self.off_task.to_json())
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"--off-task: {e}") from None
         if self.hypernetwork is not None and self.hypernetwork.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1, got {self.hypernetwork.chunk_size}")
         return self

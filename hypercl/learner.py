@@ -19,6 +19,7 @@ from .distributed import DataParallelSteps, DistributedContext, check_batch_size
 from .evaluation import Evaluation
 from .fisher import task_fisher
 from .learner_checkpoint import WEIGHT_SOURCES, Checkpointing, Model, register_weight_source, restore_model_state
+from .off_task import OffTask
 from .optim import FUSED_OPTIMIZERS, OPTIMIZERS, make_optimizer
 from .scenarios import SCENARIOS, HeadLayout, check_scenario
 from .strategies import Strategy, get_strategy
@@ -63,6 +64,9 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         seed: seeds the learner's own generator (batch shuffling, Fisher subsets).
         progress: show a tqdm progress bar per task.
         check_every: NaN/inf check interval in iterations (one host sync per interval, none per step).
+        off_task: an :class:`~hypercl.off_task.OffTask`: each training step also pushes the task's network towards
+            the uniform distribution on synthetic off-task inputs made from the batch (for entropy task inference;
+            not with BatchNorm targets or ``distributed``).
         train_transform: applied to every training batch ``x`` on the device (e.g. random crop + flip); not to the
             Fisher or evaluation batches.
         distributed: a :class:`~hypercl.distributed.DistributedContext` (from
@@ -97,6 +101,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         check_every: int = 50,
         strategy_kwargs: Optional[dict] = None,
         train_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        off_task: Optional[OffTask] = None,
         distributed: Optional[DistributedContext] = None,
         compile: bool = False,
         compile_options: Optional[dict] = None,
@@ -141,6 +146,12 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         self.progress = bool(progress)
         self.check_every = max(1, int(check_every))
         self.train_transform = train_transform
+        if off_task is not None:
+            if not isinstance(off_task, OffTask):
+                raise TypeError(f"off_task must be a hypercl.off_task.OffTask, got {type(off_task).__name__}")
+            if distributed is not None:
+                raise ValueError("the off-task term runs in one process: drop it or the distributed context")
+        self.off_task = off_task
         self.distributed = distributed
         self._ddp: Optional[nn.Module] = None  # DistributedDataParallel over the training objective
         self._ddp_key: Optional[tuple] = None  # (optimizer, task id) it was built for
@@ -260,7 +271,10 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
             x = self.train_transform(x)
         optimizer = self.task_optimizer()
         optimizer.zero_grad(set_to_none=True)
-        loss = self.task_loss(task_id, self.task_logits(task_id, x), y)
+        if self.off_task is not None:
+            loss = self._loss_with_off_task(task_id, x, y)
+        else:
+            loss = self.task_loss(task_id, self.task_logits(task_id, x), y)
         if self.strategy.uses_lookahead:
             loss.backward()
             reg = self.strategy.penalty(self, task_id)
@@ -275,6 +289,24 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         optimizer.step()
         self.strategy.after_step(self, task_id)
         return total
+
+    def _loss_with_off_task(self, task_id: int, x: Any, y: torch.Tensor) -> torch.Tensor:
+        """Task loss plus the off-task term (:mod:`hypercl.off_task`): the batch and its off-task copy in ONE target
+        forward under the task's generated weights; the term covers the task's training units."""
+        assert self.off_task is not None
+        if not isinstance(x, torch.Tensor):
+            raise DataError(
+                f"task {task_id}: the off-task term makes its inputs from a tensor batch, got a {type(x).__name__}"
+            )
+        if self.target.buffer_names:
+            raise DataError(
+                f"task {task_id}: the off-task term shares the training forward, which would put its inputs into "
+                "the target's BatchNorm statistics; use it with a target without BatchNorm"
+            )
+        n = x.shape[0]
+        logits = self.task_logits(task_id, torch.cat([x, self.off_task.make(x, self.rng)]))
+        start, stop = self.train_units(task_id)
+        return self.task_loss(task_id, logits[:n], y) + self.off_task.loss(logits[n:, start:stop])
 
     def make_task_optimizer(self) -> torch.optim.Optimizer:
         """A fresh optimizer over the parameters trainable now (built at the start of every task)."""

@@ -271,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/task_inference.md)",
     )
     run.add_argument(
+        "--off-task",
+        default=None,
+        metavar="SPEC",
+        help="train each task's network to be uncertain on off-task inputs made from its own batch (for CL2/CL3 "
+        "task inference): patch_shuffle or pixel_shuffle, with settings as KIND:weight=W,grid=G, e.g. "
+        "patch_shuffle:weight=0.1,grid=4 (default: off; docs/task_inference.md)",
+    )
+    run.add_argument(
         "--reg-tasks-per-step",
         type=int,
         default=None,

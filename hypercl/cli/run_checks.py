@@ -64,6 +64,15 @@ def validate_run(args: argparse.Namespace) -> None:
                 "--parallel-seeds evaluates with entropy task inference only; drop --parallel-seeds to "
                 "use --task-inference"
             )
+    if args.off_task is not None:
+        from ..off_task import parse_off_task
+
+        try:
+            args.off_task = parse_off_task(args.off_task).spec()
+        except ValueError as e:
+            raise Refusal(f"--off-task: {e}") from None
+        if args.parallel_seeds:
+            raise Refusal("--parallel-seeds trains without the off-task term; drop --parallel-seeds to use --off-task")
     overrides = {
         "iterations": args.iterations,
         "lr": args.lr,
@@ -87,6 +96,7 @@ def validate_run(args: argparse.Namespace) -> None:
         ("val_size", args.val_size),
         ("reg_tasks_per_step", args.reg_tasks_per_step),
         ("task_inference", args.task_inference),
+        ("off_task", args.off_task),
         ("reg_targets", args.reg_targets),
     ):
         if value is not None:

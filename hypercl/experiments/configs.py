@@ -265,6 +265,14 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
         elif key == "task_inference":  # CL2/CL3 criterion (hypercl.task_inference): in the identity only when set
             if "hypernetwork" in cfg and value != "entropy":
                 cfg.setdefault("evaluation", {})["task_inference"] = str(value)
+        elif key == "off_task":  # training-time off-task term (hypercl.off_task): in the identity only when set
+            from ..off_task import OffTask, parse_off_task
+
+            term = value if isinstance(value, OffTask) else parse_off_task(str(value))
+            entry: dict[str, Any] = {"kind": term.kind, "weight": float(term.weight)}
+            if term.kind == "patch_shuffle":
+                entry["grid"] = int(term.grid)
+            cfg["off_task"] = entry
         elif key == "augment":
             if not value:
                 cfg.pop("augment", None)

@@ -29,6 +29,7 @@ from ..hypernetwork import HyperNetwork
 from ..independent import IndependentWeights
 from ..learner import ContinualLearner
 from ..models import mlp
+from ..off_task import OffTask
 from ..scenarios import SCENARIOS, check_scenario
 from .configs import HNET_METHODS
 from .identity import identity_diff, run_identity
@@ -240,6 +241,8 @@ def build_learner(
     transform = _train_transform(cfg, bench, seed, device)
     if transform is not None:
         common["train_transform"] = transform
+    if cfg.off_task is not None:
+        common["off_task"] = OffTask(**cfg.off_task.to_json())
     strategy = cfg.strategy
     if cfg.method == "scratch":
         model = target_module(cfg.target, bench, bench.classes_per_task)
