@@ -100,7 +100,7 @@ def build(method: str, scenario: str, seed: int, evaluator: Any) -> Any:
     raise ValueError(f"unknown method {method!r}; valid: {list(METHODS)}")
 
 
-def run_one(method: str, scenario: str, seed: int, data_root: Path) -> dict:
+def run_one(method: str, scenario: str, seed: int, data_root: Path, replay_iterations: Optional[int] = None) -> dict:
     from avalanche.benchmarks import SplitMNIST
     from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
     from avalanche.training.plugins import EvaluationPlugin
@@ -119,9 +119,9 @@ def run_one(method: str, scenario: str, seed: int, data_root: Path) -> dict:
         if method in HYPERCL:
             strategy.train_iterations = n  # matched to one Avalanche epoch
         if method in HYPERCL_REPLAY:
-            for plugin in strategy.plugins:  # the VAE trains as many steps as the classifier
+            for plugin in strategy.plugins:  # the VAE trains as many steps as the classifier (or as asked)
                 if hasattr(plugin, "replay_iterations"):
-                    plugin.replay_iterations = n
+                    plugin.replay_iterations = replay_iterations or n
         strategy.train(exp)
         res = strategy.eval(bench.test_stream)
     wall = time.perf_counter() - t0
@@ -131,6 +131,7 @@ def run_one(method: str, scenario: str, seed: int, data_root: Path) -> dict:
             "final_average": sum(accs) / len(accs),
             "stream_accuracy": _metric(res, "Top1_Acc_Stream/eval_phase/test_stream"),
             "forgetting": _metric(res, "StreamForgetting/eval_phase/test_stream"), "steps_per_experience": steps,
+            "replay_iterations": replay_iterations if method in HYPERCL_REPLAY else None,
             "wall_s": wall, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "metrics": {k: float(v) for k, v in res.items() if isinstance(v, (int, float))}}
 
@@ -217,6 +218,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/avalanche_split_mnist"), help="output folder")
     ap.add_argument("--data-root", default=None, help="folder holding MNIST/raw (default: the library's data root)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ap.add_argument("--replay-iterations", type=int, default=None, help="lstm_net_grow+r: VAE steps per experience "
+                    "(default: as many as the classifier's epoch)")
     ap.add_argument("--summary", action="store_true", help="only merge the finished runs into summary.json/png")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,7 +234,7 @@ def main() -> None:
                     f = args.out / f"{scenario}_{method}_seed{seed}.json"
                     if f.exists():
                         continue
-                    r = run_one(method, scenario, seed, root)
+                    r = run_one(method, scenario, seed, root, args.replay_iterations)
                     tmp = f.with_suffix(".tmp")
                     tmp.write_text(json.dumps(r, indent=1))
                     tmp.replace(f)

@@ -146,3 +146,12 @@ def test_cli_refuses_a_bad_spec_in_one_line(capsys, tmp_path):
                  "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--off-task" in err[0] and "blur" in err[0]
+
+
+def test_cli_refuses_the_term_for_a_replay_method(capsys, tmp_path):
+    from hypercl.cli import main
+
+    code = main(["run", "--benchmark", "split_mnist", "--method", "lstm_net_grow+r", "--quick", "--off-task",
+                 "patch_shuffle", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "replay method" in err[0]

@@ -162,6 +162,10 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
     check_data_root(args.data_root)
     cfgs: dict[str, AnyRunConfig] = {}
     for method in args.method:
+        if is_replay_method(method) and getattr(args, "off_task", None) is not None:
+            raise Refusal(
+                f"--off-task trains a classifier method's networks; {method} is a replay method: leave it out"
+            )
         make_cfg = replay_method_config if is_replay_method(method) else method_config
         try:
             cfg = run_config(make_cfg, args.benchmark, method, quick=args.quick, **args.overrides)
