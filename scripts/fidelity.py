@@ -43,10 +43,11 @@ import torch
 
 from hypercl.calibration import task_temperature
 from hypercl.checkpoint import atomic_write_text
-from hypercl.config import RunConfig, ValidationConfig
+from hypercl.config import OffTaskConfig, RunConfig, ValidationConfig
 from hypercl.experiments.configs import method_run_config
 from hypercl.experiments.runner import build_benchmark, build_learner, run_seed
 from hypercl.experiments.summary import seed_stats
+from hypercl.off_task import parse_off_task
 
 PROTOCOL = "fidelity-1"
 SCENARIOS = ("cl1", "cl2", "cl3")
@@ -67,11 +68,16 @@ VARIANTS: dict[str, tuple[str, str, Optional[str], int]] = {
     "lstm_net_vo+cal": ("lstm_net", "von_oswald", None, VAL_SIZE),
     "lstm_net_grow+cal": ("lstm_net_grow", RECURRENT_INIT, "copy", VAL_SIZE),
     "lstm_net_grow_fresh+cal": ("lstm_net_grow", RECURRENT_INIT, "fresh", VAL_SIZE),
+    "hnet+offtask": ("hnet", "von_oswald", None, 0),
+    "lstm_net_grow+offtask": ("lstm_net_grow", RECURRENT_INIT, "copy", 0),
 }
+#: beyond the paper: the ``+offtask`` rows train with the off-task uncertainty term (hypercl.off_task), its setting
+#: chosen on the validation split (docs/task_inference.md, "Off-task uncertainty at training time")
+OFF_TASK_SPEC = "patch_shuffle:weight=0.5,grid=4"
 #: the job order: (variant, number of seeds); workers take jobs seed-major so every row fills in evenly
 PLAN = [("hnet", 10), ("lstm_net_grow", 10), ("lstm_net_grow_fresh", 10), ("lstm_net", 5), ("lstm_net_iwr", 5),
         ("hnet_iwr", 5), ("lstm_net_grow+cal", 3), ("lstm_net+cal", 3), ("lstm_net_vo+cal", 3), ("hnet+cal", 3),
-        ("lstm_net_grow_fresh+cal", 3)]
+        ("lstm_net_grow_fresh+cal", 3), ("hnet+offtask", 5), ("lstm_net_grow+offtask", 5)]
 
 
 QUICK = os.environ.get("HYPERCL_FIDELITY_QUICK") == "1"  # a smoke run (reduced protocol; its own identity)
@@ -84,6 +90,10 @@ def variant_config(variant: str) -> RunConfig:
     cfg = cfg.replace(hypernetwork=dataclasses.replace(cfg.hypernetwork, init=init))
     if new_task is not None:
         cfg = cfg.replace(strategy=cfg.strategy.with_kwargs(new_task_weights=new_task))
+    if variant.endswith("+offtask"):
+        term = parse_off_task(OFF_TASK_SPEC)
+        cfg = cfg.replace(off_task=OffTaskConfig(kind=term.kind, weight=float(term.weight),
+                                                 grid=term.grid if term.kind == "patch_shuffle" else None))
     if val_size:
         cfg = cfg.replace(validation=ValidationConfig(size_per_task=val_size // 10 if QUICK else val_size,
                                                       split_seed=2026, calibration="temperature"))
