@@ -204,7 +204,7 @@ def plot(summary: list, path: Path) -> None:
             ax.text(i, 0.02, f"n={r['n']}", ha="center", color="white")
         ax.set_title(f"SplitMNIST, {scenario}-incremental (Avalanche metrics; mean ± SE)")
         ax.set_ylabel("final average accuracy (Avalanche)")
-        ax.tick_params(axis="x", rotation=30)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
