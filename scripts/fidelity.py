@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -526,7 +527,70 @@ def table(out: Path) -> str:
         lines += ["", "\\* a record without its environment (written before records carried commit, threads, torch "
                   "build and CPU kernel path): awaiting a re-run by the campaign, which replaces it."]
     return "\n".join(lines + ["", "Validation-split rows (training data minus 1000 samples per task; temperatures fitted "
-                                  "on that split):", ""] + cal_lines) + "\n" + reference_table(out)
+                                  "on that split):", ""] + cal_lines) + "\n" + reference_table(out) + verdict_table(out)
+
+
+#: the faithful rows and the seed paper's Table 1 method each is compared with (GROW fresh: the paper's GROW row)
+PAPER_ROWS = {"hnet": "hnet", "hnet_iwr": "hnet_iwr", "lstm_net": "lstm_net", "lstm_net_iwr": "lstm_net_iwr",
+              "lstm_net_grow": "lstm_net_grow", "lstm_net_grow_fresh": "lstm_net_grow"}
+#: the paper's ordering, lowest first
+PAPER_ORDER = ("hnet", "lstm_net", "lstm_net_iwr", "lstm_net_grow")
+
+
+def ordering_verdict(cells: list[tuple[str, dict]]) -> str:
+    """The ordering claim a < b < c < ... over ``(name, stats)`` cells (lowest first): each adjacent difference with
+    its standard error ``sqrt(se_a² + se_b²)``; "confirmed" when every step is up by more than 2 SE, "refuted" when
+    some step is down by more than 2 SE, else "not settled" (n < 2 anywhere: "n too small")."""
+    if any(st["n"] < 2 for _, st in cells):
+        return "n too small"
+    steps, words = [], []
+    for (a, sa), (b, sb) in zip(cells, cells[1:]):
+        diff = 100 * (sb["mean"] - sa["mean"])
+        se = 100 * math.sqrt(sa["se"] ** 2 + sb["se"] ** 2)
+        steps.append(diff / se if se > 0 else math.copysign(math.inf, diff))
+        words.append(f"{b} − {a} {diff:+.2f} (SE {se:.2f})")
+    verdict = "confirmed" if all(z > 2 for z in steps) else "refuted" if any(z < -2 for z in steps) else "not settled"
+    return f"{verdict}: " + "; ".join(words)
+
+
+def verdict_table(out: Path) -> str:
+    """Every number of the paper's Split MNIST Table 1 against the faithful rows, under the "final" and the "during"
+    reading: reproduced when it lies within 2 standard errors of our mean (n ≥ 2); and the paper's ordering per
+    scenario and reading. Empty when no faithful row has records."""
+    from hypercl.experiments.report import PAPER_TABLE1
+
+    groups = {v: recs for (v, _), recs in load_records(out).items() if v in PAPER_ROWS}
+    if not groups:
+        return ""
+    lines = ["", "Verdict per number (generated from the records above): the paper's Table 1 value against our mean ± SE; "
+             "reproduced = within 2 SE (needs n ≥ 2).", "",
+             "| row | n | scenario | paper | final (SE) | final: within 2 SE? | during (SE) | during: within 2 SE? |",
+             "|---|---|---|---|---|---|---|---|"]
+    cells: dict[tuple[str, str, str], dict] = {}
+    for variant in [v for v in PAPER_ROWS if v in groups]:
+        recs = groups[variant]
+        for s in SCENARIOS:
+            paper = PAPER_TABLE1["split_mnist"][PAPER_ROWS[variant]][s][0]
+            row = [variant, str(len(recs)), s.upper(), f"{paper:.2f}"]
+            for reading in ("final", "during"):
+                st = stats([r["run"]["test"]["raw"][s][f"{reading}_average"] for r in recs])
+                cells[(variant, s, reading)] = st
+                if st["n"] < 2:
+                    row += [f"{100 * st['mean']:.2f}", "n = 1"]
+                    continue
+                diff = 100 * st["mean"] - paper
+                ok = abs(diff) <= 2 * 100 * st["se"]
+                row += [f"{100 * st['mean']:.2f} ({100 * st['se']:.2f})",
+                        f"{'yes' if ok else 'no'} ({diff:+.2f}, {abs(diff) / (100 * st['se']) if st['se'] else math.inf:.1f} SE)"]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "The paper's ordering HNET < LSTM_NET < LSTM_NET_IWR < LSTM_NET_GROW (copied weights), per scenario and "
+              "reading (a step is settled when it exceeds 2 SE):", ""]
+    for s in SCENARIOS:
+        for reading in ("final", "during"):
+            if all((v, s, reading) in cells for v in PAPER_ORDER):
+                lines.append(f"- {s.upper()} {reading}: "
+                             + ordering_verdict([(v, cells[(v, s, reading)]) for v in PAPER_ORDER]))
+    return "\n".join(lines) + "\n"
 
 
 #: von Oswald et al.'s HNET+ENT Split MNIST numbers as the seed paper's Table 1 quotes them (CL2, CL3)

@@ -46,6 +46,33 @@ def test_table_reports_n_mean_std_and_standard_error(tmp_path: Path) -> None:
     assert row.startswith("| hnet | 3 | 0,1,2 |") and cell in row
 
 
+def test_verdict_marks_a_paper_number_within_two_standard_errors(tmp_path: Path) -> None:
+    """HNET's paper CL3 is 69.48: seeds at 0.690 / 0.700 / 0.710 (mean 70.00, SE 0.58) reproduce it (0.9 SE);
+    seeds at 0.600 / 0.610 / 0.620 (mean 61.00, SE 0.58) do not (14.7 SE)."""
+    (tmp_path / "runs").mkdir()
+    for seed, v in enumerate([0.69, 0.70, 0.71]):
+        fidelity.result_path(tmp_path, "hnet", seed).write_text(json.dumps(_record("hnet", seed, v)))
+    row = next(line for line in fidelity.verdict_table(tmp_path).splitlines() if line.startswith("| hnet | 3 | CL3"))
+    assert "| 69.48 | 70.00 (0.58) | yes (+0.52, 0.9 SE) |" in row
+    for seed, v in enumerate([0.60, 0.61, 0.62]):
+        fidelity.result_path(tmp_path, "hnet", seed).write_text(json.dumps(_record("hnet", seed, v)))
+    row = next(line for line in fidelity.verdict_table(tmp_path).splitlines() if line.startswith("| hnet | 3 | CL3"))
+    assert "| 61.00 (0.58) | no (-8.48, 14.7 SE) |" in row
+
+
+def test_ordering_verdict_needs_every_step_beyond_two_standard_errors() -> None:
+    def cell(mean: float, se: float, n: int = 3) -> dict:
+        return {"n": n, "mean": mean, "std": se * math.sqrt(n), "se": se}
+
+    up = [("a", cell(0.60, 0.01)), ("b", cell(0.70, 0.01)), ("c", cell(0.80, 0.01))]
+    assert fidelity.ordering_verdict(up).startswith("confirmed: b − a +10.00 (SE 1.41)")
+    down = [("a", cell(0.60, 0.01)), ("b", cell(0.50, 0.01))]
+    assert fidelity.ordering_verdict(down).startswith("refuted")
+    close = [("a", cell(0.60, 0.02)), ("b", cell(0.62, 0.02))]
+    assert fidelity.ordering_verdict(close).startswith("not settled")
+    assert fidelity.ordering_verdict([("a", cell(0.6, 0.0, n=1)), ("b", cell(0.7, 0.01))]) == "n too small"
+
+
 def test_table_is_written_between_the_markers_and_nothing_else_changes(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
     fidelity.result_path(tmp_path, "hnet", 0).write_text(json.dumps(_record("hnet", 0, 0.5)))
