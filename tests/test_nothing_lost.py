@@ -455,9 +455,16 @@ def test_ctrl_c_is_one_line_with_130(finished, tmp_path, capsys, monkeypatch):
             time.sleep(1)
 
     monkeypatch.setattr(runner, "after_fit_task", interrupt)
-    out = _copy(finished, tmp_path / "out")
-    capsys.readouterr()
-    assert main([*RUN, "--out", str(out), "--seeds", "2", "--resume"]) == 130  # seed 0 is finished, seed 1 stops
+    # Ctrl-C raises KeyboardInterrupt only where SIGINT has Python's default handler: a process started in the
+    # background of a non-interactive shell inherits SIGINT ignored (and Python then keeps it ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        out = _copy(finished, tmp_path / "out")
+        capsys.readouterr()
+        code = main([*RUN, "--out", str(out), "--seeds", "2", "--resume"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130  # seed 0 is finished, seed 1 stops
     line = _one_line(capsys.readouterr().err)
     assert "SIGINT" in line and "during hnet seed 1" in line and "finished: hnet seed 0" in line
     assert line.endswith("--seeds 2 --resume")
