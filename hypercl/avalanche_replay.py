@@ -43,7 +43,7 @@ except ImportError as _e:  # pragma: no cover - the message is the point
     raise ImportError(f'hypercl.avalanche needs Avalanche ({_e}): pip install "hypercl[avalanche]"') from None
 
 from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
-from .replay import build_replay_model, masked_distillation_loss, replay_method_config
+from .replay import build_replay_model, frozen_copy, masked_distillation_loss, replay_method_config
 
 __all__ = ["GeneratedReplayPlugin", "REPLAY_PLUGIN_METHODS"]
 
@@ -126,7 +126,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         if not self.classes:
             self._teacher, self._sampler = None, None
             return
-        self._teacher = _frozen_copy(strategy.model)
+        self._teacher = frozen_copy(strategy.model)
         self._sampler = self.vae.sampler(list(range(len(self.classes))))
 
     def before_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
@@ -260,12 +260,3 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         if not isinstance(xs[0], torch.Tensor):
             raise TypeError(f"generative replay decodes tensors; the stream's inputs are {type(xs[0]).__name__}")
         return torch.cat(xs).float()
-
-
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,13 @@ class OffTask:
     def loss(self, logits: torch.Tensor) -> torch.Tensor:
         """``weight · uniform_kl(logits)`` over the task's units (``logits`` ``(N, K)``)."""
         return self.weight * uniform_kl(logits)
+
+    def to_json(self) -> dict[str, Any]:
+        """The run configuration's ``off_task`` entry: kind, weight and (``patch_shuffle`` only) grid."""
+        out: dict[str, Any] = {"kind": self.kind, "weight": float(self.weight)}
+        if self.kind == "patch_shuffle":
+            out["grid"] = int(self.grid)
+        return out
 
     def spec(self) -> str:
         """The canonical spec string (``kind:weight=W,grid=G``), as :func:`parse_off_task` reads it."""

@@ -92,9 +92,7 @@ def variant_config(variant: str) -> RunConfig:
     if new_task is not None:
         cfg = cfg.replace(strategy=cfg.strategy.with_kwargs(new_task_weights=new_task))
     if variant.endswith("+offtask"):
-        term = parse_off_task(OFF_TASK_SPEC)
-        cfg = cfg.replace(off_task=OffTaskConfig(kind=term.kind, weight=float(term.weight),
-                                                 grid=term.grid if term.kind == "patch_shuffle" else None))
+        cfg = cfg.replace(off_task=OffTaskConfig.from_json(parse_off_task(OFF_TASK_SPEC).to_json()))
     if val_size:
         cfg = cfg.replace(validation=ValidationConfig(size_per_task=val_size // 10 if QUICK else val_size,
                                                       split_seed=2026, calibration="temperature"))
@@ -463,10 +461,7 @@ def write_between_markers(path: Path, name: str, text: str) -> None:
     i, j = doc.find(start), doc.find(end)
     if i < 0 or j < i:
         raise SystemExit(f"{path}: no '{start}' ... '{end}' markers to write the table between; add them first")
-    new = doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + doc[j:]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    atomic_write_text(doc[: i + len(start)] + "\n" + text.rstrip("\n") + "\n" + doc[j:], path)
 
 
 def stats(values: list[float]) -> dict:

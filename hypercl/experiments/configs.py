@@ -269,10 +269,7 @@ def method_config(benchmark: str, method: str, quick: bool = False, **overrides:
             from ..off_task import OffTask, parse_off_task
 
             term = value if isinstance(value, OffTask) else parse_off_task(str(value))
-            entry: dict[str, Any] = {"kind": term.kind, "weight": float(term.weight)}
-            if term.kind == "patch_shuffle":
-                entry["grid"] = int(term.grid)
-            cfg["off_task"] = entry
+            cfg["off_task"] = term.to_json()
         elif key == "augment":
             if not value:
                 cfg.pop("augment", None)

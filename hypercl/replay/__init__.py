@@ -17,6 +17,7 @@ from .generative import (
     SelfPairs,
     VAELearner,
     decoder_only,
+    frozen_copy,
     wrap_vae_decoder,
 )
 from .losses import hard_labels, masked_distillation_loss, masked_hard_label_loss
@@ -44,6 +45,7 @@ __all__ = [
     "SelfPairs",
     "VAELearner",
     "decoder_only",
+    "frozen_copy",
     "wrap_vae_decoder",
     "hard_labels",
     "masked_distillation_loss",

@@ -33,6 +33,7 @@ from ..models.vae import VAE, vae_loss
 from ..target import FunctionalTarget, whole_output, wrap
 
 __all__ = [
+    "frozen_copy",
     "SelfPairs",
     "VAELearner",
     "PlainReplay",
@@ -129,6 +130,14 @@ class GeneratedSampler:
         return x.reshape(t * int(n_per_task), -1), owner
 
 
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` in eval mode with every parameter frozen (a teacher or a sampler's decoder)."""
+    copied = copy.deepcopy(module).eval()
+    for p in copied.parameters():
+        p.requires_grad_(False)
+    return copied
+
+
 class PlainSampler:
     """A frozen copy of an ordinary decoder (DGR): ``sample(n)`` → ``(x (n, D), None)`` (no task identity)."""
 
@@ -136,9 +145,7 @@ class PlainSampler:
     task_ids: Optional[list[int]] = None
 
     def __init__(self, decoder: nn.Module, latent_dim: int) -> None:
-        self.decoder = copy.deepcopy(decoder).eval()
-        for p in self.decoder.parameters():
-            p.requires_grad_(False)
+        self.decoder = frozen_copy(decoder)
         self.latent_dim = int(latent_dim)
         self.device = next(self.decoder.parameters()).device
 
