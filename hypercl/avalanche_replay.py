@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Optional, Sequence, Union
 
@@ -43,7 +44,7 @@ except ImportError as _e:  # pragma: no cover - the message is the point
     raise ImportError(f'hypercl.avalanche needs Avalanche ({_e}): pip install "hypercl[avalanche]"') from None
 
 from .checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint
-from .replay import build_replay_model, frozen_copy, masked_distillation_loss, replay_method_config
+from .replay import build_replay_model, frozen_copy, masked_distillation_loss, replay_run_config
 
 __all__ = ["GeneratedReplayPlugin", "REPLAY_PLUGIN_METHODS"]
 
@@ -88,28 +89,31 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         if replay_iterations is not None and int(replay_iterations) <= 0:
             raise ValueError(f"replay_iterations must be a positive number of steps, got {replay_iterations}")
         self.method = method
-        self.config = replay_method_config(
+        unknown = sorted(set(hnet_kwargs or {}) - {"hidden_size", "chunk_size"})
+        if unknown:
+            raise ValueError(f"hnet_kwargs takes hidden_size and chunk_size, got {unknown}")
+        config = replay_run_config(
             "split_mnist",
             f"{method}+r",
             replay_iterations=replay_iterations,
             replay_batch_size=replay_batch_size,
             replay_weight=replay_weight,
             temperature=temperature,
-            **{k: v for k, v in (hnet_kwargs or {}).items() if k in ("hidden_size", "chunk_size")},
+            **(hnet_kwargs or {}),
         )
-        unknown = sorted(set(hnet_kwargs or {}) - {"hidden_size", "chunk_size"})
-        if unknown:
-            raise ValueError(f"hnet_kwargs takes hidden_size and chunk_size, got {unknown}")
-        vae = self.config["replay"]["vae"]
+        assert config.replay is not None  # every "+r" method has a replay model
+        vae = config.replay.vae
         if vae_hidden is not None:
-            vae["hidden"] = [int(h) for h in vae_hidden]
+            vae = replace(vae, hidden=tuple(int(h) for h in vae_hidden))
         if latent_dim is not None:
-            vae["latent_dim"] = int(latent_dim)
-        distill = self.config["distill"]
-        self.replay_batch_size = int(distill["replay_batch_size"])
-        self.replay_weight = float(distill["replay_weight"])
-        self.temperature = float(distill["temperature"])
-        self.replay_iterations = int(self.config["replay"]["train"]["iterations"])
+            vae = replace(vae, latent_dim=int(latent_dim))
+        self.config = config.replace(replay=replace(config.replay, vae=vae))
+        assert self.config.replay is not None
+        distill = self.config.distill
+        self.replay_batch_size = int(distill.replay_batch_size)
+        self.replay_weight = float(distill.replay_weight)
+        self.temperature = float(distill.temperature)
+        self.replay_iterations = int(self.config.replay.training.iterations or 0)
         self.seed = int(seed)
         self.device = None if device is None else torch.device(device)
         self.rng = torch.Generator().manual_seed(self.seed)
@@ -198,7 +202,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
             "format": FORMAT,
             "version": VERSION,
             "kind": _KIND,
-            "config": self.config,
+            "config": self.config.to_json(),
             "seed": self.seed,
             "input_shape": list(self.input_shape or ()),
             "scale": list(self.scale or ()),
@@ -217,7 +221,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         st = load_checkpoint(path, map_location="cpu")
         if st.get("kind") != _KIND:
             raise CheckpointError(f"{path} is not a GeneratedReplayPlugin checkpoint")
-        if st["config"] != self.config or int(st["seed"]) != self.seed:
+        if st["config"] != self.config.to_json() or int(st["seed"]) != self.seed:
             raise CheckpointError(f"{path} was written by a plugin with other settings or another seed")
         self.input_shape = tuple(int(d) for d in st["input_shape"])
         lo, hi = st["scale"]

@@ -355,12 +355,12 @@ def bench_long_task_scaling(
 
 def plot_long_task_scaling(rows: list[dict], path: Any, title: str) -> None:
     """Step time (× the task-1 step) and memory (held state + one step's peak) against T, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .checkpoint import atomic_save_figure
+    from .plotting import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        raise ImportError("the long-task plot needs matplotlib: pip install 'hypercl[plot]'")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
     for label in dict.fromkeys(r["variant"] for r in rows):

@@ -45,6 +45,7 @@ __all__ = [
     "canonical_json",
     "config_from_json",
     "as_config",
+    "versioned",
 ]
 
 #: bump when a change to the training/evaluation protocol makes old numbers incomparable with new ones
@@ -246,6 +247,17 @@ class HypernetworkConfig:
     activation: Optional[str] = None
 
     _ORDER = ("generator", "hidden_size", "activation", "chunk_size", "task_emb_dim", "chunk_emb_dim", "init")
+
+    def resized(
+        self, chunk_size: Optional[int] = None, hidden_size: Union[int, Sequence[int], None] = None
+    ) -> HypernetworkConfig:
+        """A copy with the chunk size and/or the hidden size(s) changed (``None``: kept)."""
+        out = self
+        if chunk_size is not None:
+            out = replace(out, chunk_size=int(chunk_size))
+        if hidden_size is not None:
+            out = replace(out, hidden_size=_ints(hidden_size))
+        return out
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~hypercl.HyperNetwork` besides the target and the generator kind."""
@@ -520,6 +532,18 @@ class RunConfig(_RunIdentity):
         warnings.warn("RunConfig.from_dict is deprecated; use from_json", DeprecationWarning, stacklevel=2)
         return cls.from_json({"protocol": PROTOCOL_VERSION, **d})
 
+    def versioned(self) -> RunConfig:
+        """This config under the current protocol, as the CLI runs it: equal to reading its JSON form with the
+        ``protocol`` entry added (an empty ``per_scenario_kwargs`` is left out, a missing ``init`` is
+        ``target_scale``)."""
+        strategy = self.strategy
+        if strategy.per_scenario_kwargs is not None and not len(strategy.per_scenario_kwargs):
+            strategy = replace(strategy, per_scenario_kwargs=None)
+        h = self.hypernetwork
+        if h is not None and h.init is None:
+            h = replace(h, init="target_scale")
+        return replace(self, strategy=strategy, hypernetwork=h, protocol=PROTOCOL_VERSION)
+
     def validate(self) -> RunConfig:
         """Values that cannot run raise :class:`ConfigError` naming the option (before any data is loaded)."""
         tr = self.training
@@ -735,6 +759,11 @@ class ReplayRunConfig(_RunIdentity):
 
 
 AnyRunConfig = Union[RunConfig, ReplayRunConfig]
+
+
+def versioned(cfg: AnyRunConfig) -> AnyRunConfig:
+    """``cfg`` under the current protocol (:meth:`RunConfig.versioned`; a replay config only gains the entry)."""
+    return cfg.versioned() if isinstance(cfg, RunConfig) else replace(cfg, protocol=PROTOCOL_VERSION)
 
 
 def config_from_json(d: Mapping[str, Any]) -> AnyRunConfig:

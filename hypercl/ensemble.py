@@ -261,7 +261,7 @@ class SeedEnsemble:
         st = first.strategy
         self._reg_targets = None  # the seeds' eq. 2/3 targets and weights in raw space, stacked ONCE per task
         if isinstance(st, HNETRegularizer) and st.old_ids and st.beta != 0:
-            spaces = [m.strategy._raw_space(m) for m in self.members]
+            spaces = [m.strategy.raw_space(m) for m in self.members]
             self._reg_targets = (torch.stack([sp[0] for sp in spaces]), torch.stack([sp[1] for sp in spaces]))
         self._task = task_id
 
@@ -314,13 +314,13 @@ class SeedEnsemble:
         if (iterations is None) == (epochs is None):
             raise ValueError("give exactly one of iterations= or epochs=")
         bs = first.batch_size
-        steps = int(iterations) if iterations is not None else int(epochs or 0) * first._steps_per_epoch(data, bs)
+        steps = int(iterations) if iterations is not None else int(epochs or 0) * first.steps_per_epoch(data, bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
-        k = first._infer_num_classes(data, num_classes, task_id)
-        first._source(data, task_id).check(k)
+        k = first.infer_num_classes(data, num_classes, task_id)
+        first.data_source(data, task_id).check(k)
         self.begin_task(task_id, k)
-        batches = [m._batches(data, bs, task_id=task_id) for m in self.members]
+        batches = [m.task_batches(data, bs, task_id=task_id) for m in self.members]
         check = first.check_every
         losses = torch.zeros(check, len(self.members), device=self.device)
         bar = None

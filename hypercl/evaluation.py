@@ -11,6 +11,7 @@ import torch
 from .batches import TaskSource
 from .learner_fields import LearnerFields
 from .scenarios import check_scenario, evaluate_task, row_temperatures
+from .target import module_modes, restore_modes
 from .task_inference import confusion_matrix, get_criterion, make_candidates
 
 __all__ = ["Evaluation", "accuracy_summary"]
@@ -30,7 +31,7 @@ class Evaluation(LearnerFields):
             items = dict(enumerate(tasks_data.tasks))
         else:
             items = dict(enumerate(tasks_data))
-        return {t: self._source(d, t, "test") for t, d in items.items() if t in self.learned_tasks}
+        return {t: self.data_source(d, t, "test") for t, d in items.items() if t in self.learned_tasks}
 
     def task_weights(self, task_ids: Sequence[int]) -> tuple[dict, Optional[dict]]:
         """The weights of ``task_ids`` generated in one call, stacked ``(T, ...)``, and their per-task buffers
@@ -83,7 +84,7 @@ class Evaluation(LearnerFields):
         temps = row_temperatures(temperatures, learned, self.device)
         criterion = get_criterion(task_inference)
         infers = self.task_conditioned and any(s != "cl1" for s in scen)
-        was_training = self.target.training
+        modes = module_modes(self.target, self.hnet)  # every submodule's mode, restored after the evaluation
         self.target.eval()
         self.hnet.eval()
         infer: Optional[Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]] = None
@@ -126,8 +127,7 @@ class Evaluation(LearnerFields):
                 for s in scen:
                     out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
         finally:
-            self.target.train(was_training)
-            self.hnet.train(was_training)
+            restore_modes(modes)
         ids = torch.tensor(learned)
         per_task = {t: torch.cat(r).cpu() for t, r in inferred.items() if r}  # rows: positions in `learned`
         confusion = None

@@ -194,6 +194,8 @@ class HyperNetwork(nn.Module):
             self.generator_kind = type(generator).__name__
             self.generator = generator
             self.config: Optional[dict] = None
+            #: the init scheme of a built-in generator (``None``: the generator was given, its own scheme holds)
+            self.builtin_init: Optional[str] = None
         elif isinstance(generator, str) and generator in GENERATORS:
             hidden = DEFAULT_HIDDEN[generator] if hidden_size is None else hidden_size
             if generator in ("mlp", "chunked_mlp") and isinstance(hidden, int):
@@ -213,6 +215,7 @@ class HyperNetwork(nn.Module):
                 "init": init,
                 **generator_kwargs,
             }
+            self.builtin_init = init
         else:
             raise ValueError(f"unknown generator {generator!r}; valid: {sorted(GENERATORS)} or a Generator instance")
         self.plan = self.generator.plan

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batches import DataError, TaskSource, task_source
+from .config import LR_MAX
 from .distributed import DataParallelSteps, DistributedContext, check_batch_size
 from .evaluation import Evaluation
 from .fisher import task_fisher
@@ -23,6 +24,7 @@ from .off_task import OffTask
 from .optim import FUSED_OPTIMIZERS, OPTIMIZERS, make_optimizer
 from .scenarios import SCENARIOS, HeadLayout, check_scenario
 from .strategies import Strategy, get_strategy
+from .target import kept_modes
 from .target_forward import AUTOCAST_DTYPES, TargetForward
 
 __all__ = [
@@ -115,8 +117,8 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         self.scenario = check_scenario(scenario)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {sorted(OPTIMIZERS)}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= LR_MAX):
+            raise ValueError(f"lr must be a finite number in (0, {LR_MAX:g}], got {lr!r}")
         if int(batch_size) <= 0 or int(eval_batch_size) <= 0:
             raise ValueError(f"batch sizes must be positive, got {batch_size}, {eval_batch_size}")
         if distributed is not None:
@@ -185,31 +187,33 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
     #: whether the ``y`` of the data are class indices (checked); a VAE's targets are its inputs
     class_labels = True
 
-    def _source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
+    def data_source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
+        """A task's data as this learner reads it (labels checked, float inputs cast to the target's dtype)."""
         src = task_source(data, task_id, split)
         src.labels = self.class_labels
         src.float_dtype = self.target.dtype
         src.cast_warned = self._cast_warned
         return src
 
-    def _infer_num_classes(self, data: Any, num_classes: Optional[int], task_id: Any = "?") -> int:
+    def infer_num_classes(self, data: Any, num_classes: Optional[int], task_id: Any = "?") -> int:
         """``num_classes`` if given, else the data's own count (a benchmark task's), else inferred (logged once)."""
         if num_classes is not None:
             return int(num_classes)
-        return self._source(data, task_id).infer_num_classes()
+        return self.data_source(data, task_id).infer_num_classes()
 
     # ------------------------------------------------------------------ batches
-    def _batches(
+    def task_batches(
         self, data: Any, batch_size: int, shuffle: bool = True, task_id: Any = "?"
     ) -> Iterator[tuple[Any, torch.Tensor]]:
         """Endless device batches (:meth:`hypercl.batches.TaskSource.endless`): shuffled passes over ``(X, Y)`` by
         index, or passes over an iterable of batches, labels checked against the task's registered classes."""
-        return self._source(data, task_id).endless(
+        return self.data_source(data, task_id).endless(
             batch_size, self.rng, self.device, shuffle, self.heads.num_classes.get(task_id)
         )
 
-    def _steps_per_epoch(self, data: Any, batch_size: int) -> int:
-        return self._source(data).steps_per_epoch(batch_size)
+    def steps_per_epoch(self, data: Any, batch_size: int) -> int:
+        """Optimisation steps of one pass over ``data`` in batches of ``batch_size``."""
+        return self.data_source(data).steps_per_epoch(batch_size)
 
     # ------------------------------------------------------------------ training
     def task_loss(self, task_id: int, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -336,21 +340,17 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
         bs = int(batch_size or self.batch_size)
         if self.distributed is not None:
             check_batch_size(bs, self.distributed.world_size)
-        source = self._source(data, task_id)
+        source = self.data_source(data, task_id)
         steps = int(iterations) if iterations is not None else int(epochs or 0) * source.steps_per_epoch(bs)
         if steps <= 0:
             raise ValueError(f"the number of steps must be positive, got {steps}")
         if not isinstance(task_id, int) or task_id < 0:
             raise ValueError(f"task_id must be an int >= 0, got {task_id!r}")
-        k = self._infer_num_classes(source, num_classes)
+        k = self.infer_num_classes(source, num_classes)
         source.check(k)
-        modes = (self.hnet.training, self.target.training)  # the user's modes, restored when the task is learned
-        self.begin_task(task_id, k)
-        try:
+        with kept_modes(self.hnet, self.target):  # the user's modes, every submodule's, restored when learned
+            self.begin_task(task_id, k)
             return self._fit_steps(task_id, data, source, steps, bs, k, callback)
-        finally:
-            self.hnet.train(modes[0])
-            self.target.train(modes[1])
 
     def _fit_steps(
         self,
@@ -434,7 +434,7 @@ class ContinualLearner(TargetForward, DataParallelSteps, Evaluation, Checkpointi
 
         Uses a random subset of ``num_samples`` training samples (all when ``None``), target in eval mode.
         """
-        batches = self._source(data, task_id).subset(num_samples, self.rng, int(batch_size), self.device)
+        batches = self.data_source(data, task_id).subset(num_samples, self.rng, int(batch_size), self.device)
         with torch.no_grad():
             params = self.hnet(task_id)
         return task_fisher(

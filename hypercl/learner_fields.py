@@ -52,7 +52,7 @@ class LearnerFields:
     def target(self) -> Any:  # the FunctionalTarget of the weight source
         return self.hnet.target
 
-    def _source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
+    def data_source(self, data: Any, task_id: Any = "?", split: str = "train") -> TaskSource:
         raise NotImplementedError
 
     def task_logits(self, task_id: int, x: Any) -> torch.Tensor:

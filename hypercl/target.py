@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional, Sequence, Union, cast
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union, cast
 
 import torch
 from torch import nn
@@ -30,7 +31,16 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .batches import call_args, pick_logits, whole_output
 
-__all__ = ["FunctionalTarget", "wrap", "whole_output", "VmapFallbackWarning", "loop_map"]
+__all__ = [
+    "FunctionalTarget",
+    "wrap",
+    "whole_output",
+    "VmapFallbackWarning",
+    "loop_map",
+    "kept_modes",
+    "module_modes",
+    "restore_modes",
+]
 
 Params = Mapping[str, torch.Tensor]
 Output = Union[None, str, Callable[[Any], Any]]
@@ -116,7 +126,7 @@ class FunctionalTarget:
         self.vmap_fallback_reason: dict[tuple[str, bool], str] = {}
 
     # ------------------------------------------------------------------ layout
-    def _check_params(self, params: Params, batch_dims: int) -> None:
+    def check_params(self, params: Params, batch_dims: int) -> None:
         missing = [n for n in self.param_shapes if n not in params]
         extra = [n for n in params if n not in self.param_shapes]
         if missing or extra:
@@ -132,7 +142,7 @@ class FunctionalTarget:
 
     def flatten(self, params: Params) -> torch.Tensor:
         """Concatenate a params dict into one 1-D vector of length ``num_params`` (the order of ``param_shapes``)."""
-        self._check_params(params, batch_dims=0)
+        self.check_params(params, batch_dims=0)
         return torch.cat([params[n].reshape(-1) for n in self.param_shapes])
 
     def unflatten(self, flat: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -178,7 +188,7 @@ class FunctionalTarget:
         ``buffers`` replaces the module's buffers for this call; in training mode BatchNorm updates the passed
         tensors in place, so a caller can keep one buffer set per task.
         """
-        self._check_params(params, batch_dims=0)
+        self.check_params(params, batch_dims=0)
         tensors = dict(params)
         if buffers is not None:
             tensors.update(buffers)
@@ -250,7 +260,7 @@ class FunctionalTarget:
         unless vmap cannot run the module (recurrent layers), then a loop over the ``T`` weight sets
         (:meth:`vmap`).
         """
-        self._check_params(stacked_params, batch_dims=1)
+        self.check_params(stacked_params, batch_dims=1)
         sizes = {v.shape[0] for v in stacked_params.values()}
         if len(sizes) != 1:
             raise ValueError(f"stacked_params have different leading (task) sizes: {sorted(sizes)}")
@@ -313,3 +323,26 @@ def wrap(
     if isinstance(model, FunctionalTarget):
         return model
     return FunctionalTarget(model, include=include, output=output)
+
+
+def module_modes(*modules: Union[nn.Module, FunctionalTarget]) -> list[tuple[nn.Module, bool]]:
+    """Every submodule's train/eval mode (a :class:`FunctionalTarget`: its module's), for :func:`restore_modes`."""
+    trees = [m.module if isinstance(m, FunctionalTarget) else m for m in modules]
+    return [(m, m.training) for tree in trees for m in tree.modules()]
+
+
+def restore_modes(modes: Sequence[tuple[nn.Module, bool]]) -> None:
+    """Put back the modes :func:`module_modes` took, each submodule its own (not ``.train()``'s one for all)."""
+    for m, training in modes:
+        m.training = training
+
+
+@contextmanager
+def kept_modes(*modules: Union[nn.Module, FunctionalTarget]) -> Iterator[None]:
+    """Every submodule's train/eval mode as it is on entry, put back on exit (a frozen backbone the user keeps in
+    eval mode stays there, whatever the block switches)."""
+    modes = module_modes(*modules)
+    try:
+        yield
+    finally:
+        restore_modes(modes)

@@ -99,7 +99,7 @@ class TargetForward(LearnerFields):
     ) -> Any:
         fn = self._compiled_target() if self.compile and self.compile_error is None else None
         if fn is not None:
-            self.target._check_params(params, batch_dims=0)  # a clear error before tracing
+            self.target.check_params(params, batch_dims=0)  # a clear error before tracing
             try:
                 return fn(dict(params), x, dict(buffers) if buffers is not None else {})
             except torch.OutOfMemoryError:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +97,67 @@ def test_size_for_ratio_hits_budget():
         assert s["params"] == generator_param_count(20000, "lstm", s["chunk_size"], 8, 8, s["hidden_size"], 3)
         bigger = generator_param_count(20000, "lstm", s["chunk_size"] + 1, 8, 8, s["hidden_size"], 3)
         assert bigger > r * 20000 or s["chunk_size"] == 20000
+
+
+def _beta_argv(tiny_mnist: Path, out: Path) -> list:
+    return ["ablation", "--kind", "beta", "--benchmark", "split_mnist", "--quick", "--values", "0.01",
+            "--iterations", "2", "--data-root", str(tiny_mnist), "--no-verify", "--scenario", "cl1", "--out", str(out)]
+
+
+def _no_space_for(monkeypatch, suffix: str) -> None:
+    import errno
+
+    import hypercl.checkpoint as ck
+
+    real = ck._write_bytes
+
+    def write(path, f, data):
+        if path.suffix == suffix:
+            f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, f, data)
+
+    monkeypatch.setattr(ck, "_write_bytes", write)
+
+
+def _single_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_ablation_on_a_full_disk_ends_in_one_line(tiny_mnist, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "abl"
+    _no_space_for(monkeypatch, ".json")
+    assert main(_beta_argv(tiny_mnist, out)) == 4
+    line = _single_line(capsys.readouterr().err)
+    assert "ablation_beta_split_mnist_quick.json" in line and "hypercl ablation" in line
+    assert not list(out.glob("*.json")) and not list(out.glob(".*.tmp"))
+
+
+def test_an_ablation_plot_that_cannot_be_written_is_a_warning(tiny_mnist, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "abl"
+    _no_space_for(monkeypatch, ".png")
+    assert main(_beta_argv(tiny_mnist, out)) == 0
+    cap = capsys.readouterr()
+    assert "warning: plot not written" in _single_line(cap.err)
+    assert (out / "ablation_beta_split_mnist_quick.json").is_file() and "wrote" in cap.out
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_ablation_is_one_line(tiny_mnist, tmp_path, capsys, monkeypatch, sig, code):
+    import hypercl.experiments.ablations as ablations
+
+    def interrupted(*a, **k):
+        os.kill(os.getpid(), sig)
+        time.sleep(1)
+
+    monkeypatch.setattr(ablations, "_seed_points", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # see test_nothing_lost's Ctrl-C test
+    try:
+        rc = main(_beta_argv(tiny_mnist, tmp_path / "abl"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert rc == code
+    line = _single_line(capsys.readouterr().err)
+    assert ("SIGTERM" if sig == signal.SIGTERM else "SIGINT") in line and "run it again: hypercl ablation" in line

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from hypercl.config import (PROTOCOL_VERSION, ConfigError, FrozenMap, ReplayRunConfig, RunConfig, as_config,
                             canonical_json, config_hash)
-from hypercl.experiments.configs import ALL_METHODS, BENCHMARK_CONFIGS, method_config
+from hypercl.experiments.configs import ALL_METHODS, BENCHMARK_CONFIGS, method_config, method_run_config
 from hypercl.experiments.identity import run_config, run_identity
-from hypercl.replay.runner import REPLAY_BENCHMARK_CONFIGS, REPLAY_METHODS, replay_method_config
+from hypercl.replay.runner import REPLAY_BENCHMARK_CONFIGS, REPLAY_METHODS, replay_method_config, replay_run_config
 
 ROOT = Path(__file__).parents[1]
 _SPEC = importlib.util.spec_from_file_location("fidelity_for_config_tests", ROOT / "scripts" / "fidelity.py")
@@ -65,6 +65,7 @@ def test_cli_fingerprints_equal_the_dict_based_code_for_every_method_benchmark_a
         before = old.RunConfig.from_dict(old.method_config(bench, method, quick=quick, **over)).validate()
         after = run_config(method_config, bench, method, quick=quick, **over)
         assert after.to_json() == before.to_dict(), (bench, method, quick, over)
+        assert run_config(method_run_config, bench, method, quick=quick, **over) == after, (bench, method, over)
         assert after.fingerprint() == before.fingerprint(), (bench, method, quick, over)
         for tag, seed in (("cl1", 0), ("cl1+cl2+cl3", 3)):
             assert run_identity(after, tag, seed)["id"] == old.run_identity(before.to_dict(), tag, seed)["id"]
@@ -77,6 +78,7 @@ def test_replay_fingerprints_equal_the_dict_based_code() -> None:
         raw = {**old.replay_method_config(bench, method, quick=quick, **over), "protocol": PROTOCOL_VERSION}
         after = run_config(replay_method_config, bench, method, quick=quick, **over)
         assert isinstance(after, ReplayRunConfig)
+        assert run_config(replay_run_config, bench, method, quick=quick, **over) == after, (bench, method, over)
         assert after.to_json() == raw
         assert after.fingerprint() == old._hash(raw), (bench, method, quick, over)  # the replay checkpoint folder
 
@@ -225,3 +227,19 @@ def test_grow_analysis_train_val_identities_are_unchanged() -> None:
         before = old.variant_config(variant)
         before["benchmark"]["val_size"] = grow_analysis.VAL_SIZE
         assert fidelity.identity(grow_analysis.variant_config(variant, val=True)) == old.identity(before), variant
+
+
+def test_names_moved_out_of_experiments_cifar_still_import_with_a_deprecation_warning() -> None:
+    import hypercl.experiments.cifar as cifar
+    import hypercl.experiments.cifar_speed as cifar_speed
+    from hypercl.config import TargetConfig
+
+    for name in ("cifar_speed", "plot_speed", "SyntheticCIFAR", "CIFAR_TRAIN_SIZES", "CIFAR_TEST_SIZES"):
+        with pytest.warns(DeprecationWarning, match=f"cifar.{name} moved to hypercl.experiments.cifar_speed"):
+            assert getattr(cifar, name) is getattr(cifar_speed, name)
+    with pytest.raises(AttributeError):
+        cifar.no_such_name  # noqa: B018
+    with pytest.warns(DeprecationWarning, match="resnet_target"):
+        old = cifar.resnet_target({"depth": 8, "widths": [4, 4, 4]}, 10)
+    new = cifar.resnet_target(TargetConfig(model="resnet", depth=8, widths=(4, 4, 4)), 10)
+    assert [p.shape for p in old.parameters()] == [p.shape for p in new.parameters()]

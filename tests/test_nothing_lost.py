@@ -206,12 +206,46 @@ def test_fit_and_evaluate_restore_the_mode_the_user_set(user_mode):
     assert net.training is user_mode
 
 
+def test_fit_evaluate_and_fisher_restore_each_submodules_own_mode():
+    """A frozen backbone kept in eval mode inside a training model (and a hypernetwork in another mode than the
+    target) comes back exactly as the user set it, submodule by submodule."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5))
+    net = nn.Sequential(backbone, nn.Dropout(0.3), nn.Linear(8, 3))
+    net.train()
+    backbone.eval()
+    hnet = hypercl.HyperNetwork(net, generator="mlp", task_emb_dim=4, hidden_size=(6,))
+    hnet.generator.eval()
+    learner = hypercl.ContinualLearner(hnet, strategy="hnet", batch_size=8)
+    before = {name: m.training for name, m in list(net.named_modules()) + list(hnet.named_modules(prefix="h"))}
+
+    def modes() -> dict:
+        return {name: m.training for name, m in list(net.named_modules()) + list(hnet.named_modules(prefix="h"))}
+
+    learner.fit_task(0, _data(1), iterations=2)
+    assert modes() == before
+    learner.evaluate([_data(1)])
+    assert modes() == before
+    learner.task_fisher(0, _data(1), num_samples=8)
+    assert modes() == before
+    assert not backbone.training and not backbone[1].training and net[1].training
+
+
 # ----------------------------------------------------------------------------------- 5. non-finite numeric arguments
-@pytest.mark.parametrize("lr", [float("nan"), float("-inf"), float("inf"), 0.0])
+@pytest.mark.parametrize("lr", [float("nan"), float("-inf"), float("inf"), 0.0, 1e300])
 def test_learner_refuses_a_non_finite_lr(lr):
     net = nn.Linear(6, 3)
     with pytest.raises(ValueError, match="lr must be a finite number"):
         hypercl.ContinualLearner(hypercl.DirectWeights(net), lr=lr)
+
+
+@pytest.mark.parametrize("beta", [float("nan"), float("inf"), -1.0, 1e300])
+def test_regularisers_refuse_a_non_finite_or_huge_beta(beta):
+    from hypercl.strategies import get_strategy
+
+    for name in ("hnet", "iwr"):
+        with pytest.raises(ValueError, match="beta must be a finite number"):
+            get_strategy(name, beta=beta)
 
 
 # ------------------------------------------------------------------------------------------------------ 11. messages
@@ -386,7 +420,8 @@ def test_bench_out_message_names_what_bench_writes(tmp_path, capsys):
 # ---------------------------------------------------------------------------- 5. numbers, 8. empty --out (one line)
 @pytest.mark.parametrize("argv", [
     [*RUN, "--beta", "nan"], [*RUN, "--lr", "-inf"], [*RUN, "--lr", "1e300"], [*RUN, "--beta", "1e300"],
-    ["ablation", "--kind", "beta", "--values", "0.1,inf"],
+    ["ablation", "--kind", "beta", "--values", "0.1,inf"], ["ablation", "--kind", "beta", "--values", "0.1,1e300"],
+    ["ablation", "--kind", "compression", "--values", "0.5,1e9"],
     [*RUN, "--out", " "], ["table", "x.json", "--out", ""], ["bench", "--out", ""], ["ablation", "--kind", "beta",
                                                                                    "--out", ""],
 ])
@@ -399,7 +434,7 @@ def test_bad_numbers_and_empty_out_are_one_line_before_anything(tmp_path, argv, 
         code = e.code
     assert code == 2
     line = _one_line(capsys.readouterr().err)
-    assert any(k in line for k in ("finite", "is empty", "--lr", "--beta")), line
+    assert any(k in line for k in ("finite", "is empty", "--lr", "--beta", "at most")), line
     assert not (tmp_path / "no-data-here").exists() and not list(tmp_path.rglob("checkpoints"))
 
 
@@ -538,3 +573,70 @@ def test_table_refuses_an_edited_number(finished, tmp_path, capsys):
     assert bumped.read_text() != text
     code, _, err = _table([bumped], capsys)
     assert code == 2 and "corrupt or was edited" in _one_line(err) and "bumped.json" in err
+
+
+def test_an_interrupted_bench_is_one_line(tmp_path, capsys, monkeypatch):
+    import hypercl.bench as bench
+
+    def interrupted(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+    monkeypatch.setattr(bench, "main", interrupted)
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 143
+    line = _one_line(capsys.readouterr().err)
+    assert "SIGTERM" in line and "nothing written" in line and "hypercl bench" in line
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not a checkpoint"])
+def test_a_damaged_replay_checkpoint_is_not_called_this_run(tmp_path, capsys, damage):
+    from hypercl.cli.run_checks import replay_dir
+    from hypercl.experiments.identity import run_config
+    from hypercl.replay import replay_run_config
+
+    out = tmp_path / "out"
+    cfg = run_config(replay_run_config, "split_mnist", "hnet+r", quick=True, iterations=3)
+    folder = replay_dir(cfg, out / "checkpoints")
+    folder.mkdir(parents=True)
+    ck = folder / "split_mnist_hnet+r_replay_seed0.pt"
+    if damage == "cut short":
+        torch.save({"format": "hypercl", "weights": torch.zeros(1000)}, ck)
+        ck.write_bytes(ck.read_bytes()[:300])
+    else:
+        ck.write_text("not a checkpoint")
+    argv = ["run", "--benchmark", "split_mnist", "--method", "hnet+r", "--scenario", "cl1", "--quick",
+            "--iterations", "3", "--no-progress", "--out", str(out)]
+    assert main(argv) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "already holds this run" not in line and str(ck.name) in line and "remove it" in line
+
+
+def test_an_empty_table_out_asks_for_a_file(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["table", "x.json", "--out", ""])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "is empty; give a file path" in err and "folder" not in err.splitlines()[-1]
+
+
+def test_a_replay_run_being_trained_elsewhere_is_refused(tmp_path, capsys):
+    from hypercl.cli.run_checks import replay_dir
+    from hypercl.experiments.identity import run_config
+    from hypercl.experiments.locks import hold_run_lock
+    from hypercl.replay import replay_run_config
+
+    out = tmp_path / "out"
+    cfg = run_config(replay_run_config, "split_mnist", "hnet+r", quick=True, iterations=3)
+    folder = replay_dir(cfg, out / "checkpoints")
+    folder.mkdir(parents=True)
+    fd = hold_run_lock(folder / "seed0")  # "another process" trains seed 0 of this replay run
+    try:
+        argv = ["run", "--benchmark", "split_mnist", "--method", "hnet+r", "--scenario", "cl1", "--quick",
+                "--iterations", "3", "--no-progress", "--out", str(out), "--data-root", str(tmp_path / "none")]
+        assert main(argv) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert "another hypercl process is training this run" in line
+        assert not (tmp_path / "none").exists()
+    finally:
+        os.close(fd)

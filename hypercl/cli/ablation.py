@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Optional
 
 import torch
 
+from ..config import BETA_MAX
 from ..devices import device_name
 from .checks import Refusal, check_data_root, check_out_folder
 
-__all__ = ["cmd_ablation"]
+__all__ = ["ablation_problem", "cmd_ablation"]
 
 
-def cmd_ablation(args: argparse.Namespace) -> int:
-    from ..data import DatasetIntegrityError, DatasetNotFoundError
-    from ..experiments.ablations import run_ablation, summary_lines
-    from ..learner import NonFiniteLossError
-
-    command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
+def ablation_problem(args: argparse.Namespace) -> Optional[str]:
+    """The first problem with the ``hypercl ablation`` arguments (``None``: none), found before any data is read."""
     problems = [
         f"--{name.replace('_', '-')} must be at least 1, got {v}"
         for name in ("seeds", "steps", "iterations", "epochs", "max_train_per_task", "max_test_per_task", "threads")
@@ -30,6 +28,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         problems.append("--values is empty; give comma-separated numbers")
     if args.values is not None and any(not v > 0 for v in args.values):
         problems.append(f"--values must all be positive, got {args.values}")
+    elif args.values is not None:
+        from ..experiments.ablations import MAX_COMPRESSION_RATIO
+
+        top, what = (BETA_MAX, "β") if args.kind == "beta" else (MAX_COMPRESSION_RATIO, "compression ratio")
+        if any(v > top for v in args.values):
+            problems.append(f"--values: a {what} is at most {top:g}, got {max(args.values):g}")
     if args.scenario is not None and not args.scenario:
         problems.append("--scenario is empty; give cl1, cl2, cl3, a list, or 'all'")
     if args.methods is not None and not args.methods.strip(" ,"):
@@ -39,8 +43,17 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         check_out_folder(args.out, sub=None, holds="the ablation JSON and PNG")
     except Refusal as e:
         problems.append(str(e))
-    if problems:
-        print(f"hypercl ablation: {problems[0]}", file=sys.stderr)
+    return problems[0] if problems else None
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from ..experiments.ablations import run_ablation, summary_lines
+    from .failures import failure_line, interrupt_code, interrupt_name, sigterm_as_interrupt
+
+    command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
+    problem = ablation_problem(args)
+    if problem is not None:
+        print(f"hypercl ablation: {problem}", file=sys.stderr)
         return 2
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
@@ -64,36 +77,40 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         + f" on {device_name(args.device)}"
     )
     try:
-        result, json_path, png = run_ablation(
-            args.kind,
-            benchmark=args.benchmark,
-            quick=args.quick,
-            out=args.out,
-            device=args.device,
-            data_root=args.data_root,
-            seeds=list(range(args.seeds)),
-            values=args.values,
-            overrides=overrides,
-            scenarios=args.scenario,
-            steps=args.steps,
-            methods=methods,
-            command=command,
-            log=print,
+        with sigterm_as_interrupt():
+            result, json_path, png = run_ablation(
+                args.kind,
+                benchmark=args.benchmark,
+                quick=args.quick,
+                out=args.out,
+                device=args.device,
+                data_root=args.data_root,
+                seeds=list(range(args.seeds)),
+                values=args.values,
+                overrides=overrides,
+                scenarios=args.scenario,
+                steps=args.steps,
+                methods=methods,
+                command=command,
+                log=print,
+            )
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM
+        print(
+            f"hypercl ablation: stopped by {interrupt_name(e)}; nothing written (the ablation writes its JSON and PNG "
+            f"when every point is done); run it again: {command}",
+            file=sys.stderr,
         )
-    except (DatasetNotFoundError, DatasetIntegrityError) as e:
-        print(f"hypercl: data problem: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"hypercl: training stopped: {e}", file=sys.stderr)
-        return 3
-    except ValueError as e:
-        print(f"hypercl ablation: {e}", file=sys.stderr)
-        return 2
+        return interrupt_code(e)
+    except Exception as e:
+        failure = failure_line(e, f"{command} (it starts over)")
+        if failure is not None:
+            print(failure[0], file=sys.stderr)
+            return failure[1]
+        if isinstance(e, ValueError):
+            print(f"hypercl ablation: {e}", file=sys.stderr)
+            return 2
+        raise
     print()
     print("\n".join(summary_lines(result)))
-    print(
-        f"wrote {json_path}"
-        + (f" and {png}" if png else " (no plot: matplotlib missing)")
-        + f" in {result['total_wall_time_s']:.0f} s"
-    )
+    print(f"wrote {json_path}" + (f" and {png}" if png else " (no plot)") + f" in {result['total_wall_time_s']:.0f} s")
     return 0

@@ -82,6 +82,13 @@ def folder(value: str) -> Path:
     return Path(value)
 
 
+def out_file(value: str) -> Path:
+    """An ``--out`` file path (``hypercl table``'s markdown); an empty one is refused."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; give a file path (or leave --out out to print only)")
+    return Path(value)
+
+
 def scenarios(value: str) -> list[str]:
     from ..scenarios import SCENARIOS
 
@@ -302,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="markdown table of results JSON files next to the paper's numbers")
     table.add_argument("files", nargs="+", help="results JSON files or folders of them (globs allowed)")
-    table.add_argument("--out", type=folder, default=None, help="also write the markdown table here")
+    table.add_argument("--out", type=out_file, default=None, help="also write the markdown table to this file")
     table.add_argument("--no-paper", action="store_true")
 
     bench = sub.add_parser("bench", help="speed benchmark: hypernetwork step vs plain target step (ratios)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .checks import Refusal, check_out_folder
@@ -23,4 +24,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except Refusal as e:
         print(f"hypercl bench: {e}", file=sys.stderr)
         return 2
-    return bench_main(args)
+    from .failures import failure_line, interrupt_code, interrupt_name, sigterm_as_interrupt
+
+    command = "hypercl " + shlex.join(args.argv)
+    try:
+        with sigterm_as_interrupt():
+            return bench_main(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM
+        print(
+            f"hypercl bench: stopped by {interrupt_name(e)}; nothing written ({args.out} is written when every "
+            f"measurement is done); run it again: {command}",
+            file=sys.stderr,
+        )
+        return interrupt_code(e)
+    except Exception as e:
+        failure = failure_line(e, f"{command} (it starts over)")
+        if failure is None:
+            raise
+        print(failure[0], file=sys.stderr)
+        return failure[1]

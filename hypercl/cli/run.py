@@ -8,7 +8,6 @@ import datetime as _dt
 import json
 import os
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -17,18 +16,16 @@ from typing import Any, Optional
 import torch
 
 from .. import __version__
-from ..checkpoint import CheckpointError, FileWriteError, atomic_write_text, one_line
+from ..checkpoint import atomic_write_text, one_line
 from ..config import ReplayRunConfig
-from ..data import DatasetIntegrityError, DatasetNotFoundError
 from ..devices import device_name
 from ..distributed import DistributedContext, init_distributed, shutdown
 from ..experiments import format_table, plot_matrices, run_seed, summarize
 from ..experiments.report import format_table3, merge_results, results_path, size_notes
-from ..experiments.results_file import ResultsFileError
-from ..experiments.runner import ResumeError, build_benchmark, is_hnet_method, run_seeds_parallel
-from ..learner import NonFiniteLossError
+from ..experiments.runner import build_benchmark, is_hnet_method, run_seeds_parallel
 from ..replay import is_replay_method, run_replay_seed
 from .checks import Refusal
+from .failures import failure_line, interrupt_code, interrupt_name, sigterm_as_interrupt
 from .run_checks import replay_dir, validate_run
 
 __all__ = ["cmd_run", "run_jobs"]
@@ -41,28 +38,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     command that continues it (``--resume``); the run locks are released when the command ends."""
     args.done = {"finished": [], "current": None}  # what the interrupt message reports
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: SIGTERM keeps its handler
-        previous = None
-    try:
-        return _checked_run(args)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (_Terminated)
+        with sigterm_as_interrupt():
+            return _checked_run(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
         print(_interrupted_line(args, e), file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        return interrupt_code(e)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         for fd in getattr(args, "run_locks", []):
             if fd >= 0:  # -1: a rank that does not write holds no lock
                 os.close(fd)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so the run stops like on Ctrl-C (atomic writes clean up after themselves)."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated()
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -73,7 +57,7 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def _interrupted_line(args: argparse.Namespace, e: BaseException) -> str:
     """One line after an interrupt: what finished, what was kept, how to continue."""
-    name = "SIGTERM" if isinstance(e, _Terminated) else "SIGINT (Ctrl-C)"
+    name = interrupt_name(e)
     done = args.done
     out = args.out or Path("results") / args.benchmark
     during = f" during {done['current']}" if done["current"] else " before training started"
@@ -238,35 +222,19 @@ def run_jobs(args: argparse.Namespace, ctx: Optional[DistributedContext], learne
                             file=sys.stderr,
                         )
                 results.append(result)
-    except (DatasetNotFoundError, DatasetIntegrityError) as e:
-        outer.close()
-        print(f"hypercl: data problem: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        outer.close()
-        print(f"hypercl: training stopped: {e}", file=sys.stderr)
-        return 3
-    except (CheckpointError, ResumeError) as e:
-        outer.close()
-        print(f"hypercl: checkpoint problem: {e}", file=sys.stderr)
-        return 2
-    except ResultsFileError as e:
-        outer.close()
-        print(f"hypercl: {e}", file=sys.stderr)
-        return 2
-    except FileWriteError as e:  # a full disk, a folder that became read-only: the previous files are intact
-        outer.close()
-        print(
-            f"hypercl: {one_line(str(e))}; make room (or fix the folder), then continue with: {resume_command(args)}",
-            file=sys.stderr,
-        )
-        return 4
     except KeyError as e:
         outer.close()
         print(
             f"hypercl: checkpoint problem: a checkpoint lacks the entry {e}; remove it and train again", file=sys.stderr
         )
         return 2
+    except Exception as e:
+        outer.close()
+        failure = failure_line(e, resume_command(args))
+        if failure is None:
+            raise
+        print(failure[0], file=sys.stderr)
+        return failure[1]
     outer.close()
     if not main_rank:
         return 0

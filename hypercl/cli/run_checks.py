@@ -9,15 +9,15 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import CheckpointError, clean_stale_tmp
+from ..checkpoint import CheckpointError, clean_stale_tmp, load_checkpoint
 from ..config import AnyRunConfig, ReplayRunConfig, RunConfig
-from ..experiments import method_config
+from ..experiments import method_run_config
 from ..experiments.configs import CIFAR_METHODS, CL1_ONLY
 from ..experiments.identity import identity_diff, run_config
 from ..experiments.locks import RunLockedError, hold_run_lock
 from ..experiments.report import ResultsFileError, check_results_file, results_path
 from ..experiments.runner import ResumeError, check_checkpoint, checkpoint_path, run_tags
-from ..replay import is_replay_method, replay_method_config
+from ..replay import is_replay_method, replay_run_config
 from .args import AllMethods
 from .checks import Refusal, check_data_root, check_out_folder
 
@@ -127,6 +127,10 @@ def check_replay_checkpoints(
     folder = replay_dir(cfg, checkpoints)
     mine = [p for s in seeds for p in folder.glob(f"*_seed{s}.pt")]
     if mine and not args.resume:
+        try:
+            load_checkpoint(mine[0], map_location="cpu")
+        except CheckpointError as e:  # damaged: say so, rather than "already holds this run"
+            raise Refusal(f"{e} (it is in the way of this run; --resume cannot continue it)") from None
         raise Refusal(
             f"{mine[0]} already holds this run (same configuration and seed); pass --resume to continue "
             "it, or remove it to train again"
@@ -166,7 +170,7 @@ def prepare_jobs(args: argparse.Namespace) -> tuple[dict[str, AnyRunConfig], lis
             raise Refusal(
                 f"--off-task trains a classifier method's networks; {method} is a replay method: leave it out"
             )
-        make_cfg = replay_method_config if is_replay_method(method) else method_config
+        make_cfg = replay_run_config if is_replay_method(method) else method_run_config
         try:
             cfg = run_config(make_cfg, args.benchmark, method, quick=args.quick, **args.overrides)
         except ValueError as e:  # ConfigError included

@@ -204,7 +204,7 @@ def hold_out_validation(bench: Benchmark, val_size: int) -> Benchmark:
         x_train: Inputs
         x_val: Inputs
         if isinstance(x, PermutedImages):
-            base = x._base
+            base = x.shared_base
             if id(base) not in carved:
                 carved[id(base)] = (SharedBase(base.tensor[: n - val_size]), SharedBase(base.tensor[n - val_size :]))
             tr, va = carved[id(base)]

@@ -51,6 +51,11 @@ class PermutedImages:
         self.perm = perm.to(device=self._base.tensor.device, dtype=torch.long)
 
     @property
+    def shared_base(self) -> SharedBase:
+        """The unpermuted images, shared (not copied) between the tasks that permute them."""
+        return self._base
+
+    @property
     def base(self) -> torch.Tensor:
         """The shared, unpermuted (N, D) tensor."""
         return self._base.tensor

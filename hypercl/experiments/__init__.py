@@ -8,6 +8,7 @@ from .configs import (
     HNET_METHODS,
     METHODS,
     method_config,
+    method_run_config,
 )
 from .report import (
     PAPER_TABLE1,
@@ -28,6 +29,7 @@ __all__ = [
     "HNET_METHODS",
     "METHODS",
     "method_config",
+    "method_run_config",
     "PAPER_TABLE1",
     "format_table",
     "load_results",

@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..checkpoint import one_line
 from ..chunking import ChunkPlan
 from ..config import HypernetworkConfig, RunConfig
 from .configs import method_run_config
@@ -42,6 +44,8 @@ ABLATION_KINDS = ("compression", "beta", "cifar-speed")
 #: compression ratios (hypernetwork / target parameters) of Figure 2a; quick: three of them
 DEFAULT_RATIOS = (0.1, 0.25, 0.5, 1.0, 2.0)
 QUICK_RATIOS = (0.1, 0.5, 1.0)
+#: the largest compression ratio an ablation point may ask for (a hypernetwork 100x its target)
+MAX_COMPRESSION_RATIO = 100.0
 #: β values of Figure 2b (log scale); quick: three of them
 DEFAULT_BETAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 QUICK_BETAS = (1e-4, 1e-2, 1.0)
@@ -183,6 +187,30 @@ def _point(run: dict, scenarios: Sequence[str]) -> dict:
     }
 
 
+def _seed_points(
+    cfg: RunConfig,
+    bench: Any,
+    method: str,
+    fields: dict,
+    seeds: Sequence[int],
+    scenarios: Sequence[str],
+    device: Any,
+    on_point: Optional[Callable[[dict], None]],
+) -> list[dict]:
+    """One point per seed of one configuration: ``fields`` (what the ablation varies) and the run's accuracies."""
+    from .runner import run_seed
+
+    points = []
+    for seed in seeds:
+        run = run_seed(cfg, bench, seed, scenarios, device=device)
+        pt = {"method": method, **fields, "seed": seed, "compression_ratio": run["params"]["compression_ratio"]}
+        pt.update(_point(run, scenarios))
+        points.append(pt)
+        if on_point is not None:
+            on_point(pt)
+    return points
+
+
 def compression_ablation(
     benchmark: str = "split_mnist",
     ratios: Optional[Sequence[float]] = None,
@@ -198,7 +226,7 @@ def compression_ablation(
 ) -> dict:
     """Figure 2a: final accuracy of HNET and LSTM_NET against the compression ratio. One run per (method, ratio,
     seed); the chunk size (and hidden size) per point comes from :func:`size_for_ratio`."""
-    from .runner import build_benchmark, run_seed
+    from .runner import build_benchmark
 
     ratios = list(ratios or (QUICK_RATIOS if quick else DEFAULT_RATIOS))
     scenarios = list(scenarios or (["cl1"] if benchmark == "split_cifar" else ["cl1", "cl2", "cl3"]))
@@ -216,20 +244,8 @@ def compression_ablation(
             cfg = method_run_config(
                 benchmark, method, **over, chunk_size=size["chunk_size"], hidden_size=size["hidden_size"]
             )
-            for seed in seeds:
-                run = run_seed(cfg, bench, seed, scenarios, device=device)
-                pt = {
-                    "method": method,
-                    "requested_ratio": r,
-                    "chunk_size": size["chunk_size"],
-                    "hidden_size": size["hidden_size"],
-                    "seed": seed,
-                    "compression_ratio": run["params"]["compression_ratio"],
-                    **_point(run, scenarios),
-                }
-                points.append(pt)
-                if on_point is not None:
-                    on_point(pt)
+            fields = {"requested_ratio": r, "chunk_size": size["chunk_size"], "hidden_size": size["hidden_size"]}
+            points += _seed_points(cfg, bench, method, fields, seeds, scenarios, device, on_point)
     return {
         "kind": "compression",
         "benchmark": benchmark,
@@ -258,7 +274,7 @@ def beta_ablation(
     on_point: Optional[Callable[[dict], None]] = None,
 ) -> dict:
     """Figure 2b: final accuracy of LSTM_NET_IWR against the regularisation constant β of eq. 3."""
-    from .runner import build_benchmark, run_seed
+    from .runner import build_benchmark
 
     betas = list(betas or (QUICK_BETAS if quick else DEFAULT_BETAS))
     scenarios = list(scenarios or (["cl1"] if benchmark == "split_cifar" else ["cl1", "cl2", "cl3"]))
@@ -268,18 +284,7 @@ def beta_ablation(
         cfg = method_run_config(benchmark, method, **over, beta=float(beta))
         if bench is None:
             bench = build_benchmark(cfg, data_root, device)
-        for seed in seeds:
-            run = run_seed(cfg, bench, seed, scenarios, device=device)
-            pt = {
-                "method": method,
-                "beta": float(beta),
-                "seed": seed,
-                "compression_ratio": run["params"]["compression_ratio"],
-                **_point(run, scenarios),
-            }
-            points.append(pt)
-            if on_point is not None:
-                on_point(pt)
+        points += _seed_points(cfg, bench, method, {"beta": float(beta)}, seeds, scenarios, device, on_point)
     return {
         "kind": "beta",
         "benchmark": benchmark,
@@ -318,12 +323,10 @@ def _series(result: dict, scenario: str) -> dict[str, tuple[list[float], list[fl
 
 def plot_ablation(result: dict, path: Path) -> Optional[Path]:
     """One panel per scenario: final accuracy (%) against the compression ratio or β (log x axis)."""
-    try:
-        import matplotlib
+    from ..plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     from ..checkpoint import atomic_save_figure
     from .report import BENCHMARK_LABELS, METHOD_LABELS
@@ -473,5 +476,11 @@ def run_ablation(
     )
     json_path = write_json(copy.deepcopy(result), out / f"{stem}.json")
     plot = plot_speed if kind == "cifar-speed" else plot_ablation
-    png = plot(result, out / f"{stem}.png")
+    try:
+        png = plot(result, out / f"{stem}.png")
+    except OSError as e:  # a plot is a convenience: the JSON is what counts
+        print(
+            f"hypercl: warning: plot not written: {one_line(str(e))}; the JSON {json_path} is complete", file=sys.stderr
+        )
+        png = None
     return result, json_path, png

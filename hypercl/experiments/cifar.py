@@ -3,6 +3,8 @@ task). The speed extrapolation of the seed paper's protocol lives in :mod:`hyper
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
@@ -13,9 +15,21 @@ from ..data.augment import random_crop_flip
 __all__ = ["resnet_target", "TaskAugment", "make_train_transform"]
 
 
-def resnet_target(target: TargetConfig, num_outputs: int, in_channels: int = 3) -> torch.nn.Module:
-    """``resnet32(num_outputs)`` for the paper's config, else ``cifar_resnet(depth, num_outputs, widths=...)``."""
+def resnet_target(
+    target: Union[TargetConfig, Mapping[str, Any]], num_outputs: int, in_channels: int = 3
+) -> torch.nn.Module:
+    """``resnet32(num_outputs)`` for the paper's config, else ``cifar_resnet(depth, num_outputs, widths=...)``.
+
+    ``target`` is a :class:`~hypercl.config.TargetConfig` (its plain-data form is deprecated)."""
     from ..models import cifar_resnet, resnet32
+
+    if not isinstance(target, TargetConfig):
+        warnings.warn(
+            "resnet_target(dict) is deprecated; give a hypercl.config.TargetConfig (TargetConfig.from_json(d))",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        target = TargetConfig.from_json({"model": "resnet", **target})
 
     depth = int(target.depth if target.depth is not None else 32)
     widths = [int(w) for w in (target.widths if target.widths is not None else (16, 32, 64))]
@@ -76,3 +90,20 @@ def make_train_transform(
 
 
 # ---------------------------------------------------------------------------------------------------------- speed
+
+
+#: names that moved to :mod:`hypercl.experiments.cifar_speed` (still importable from here, with a warning)
+_MOVED_TO_CIFAR_SPEED = ("cifar_speed", "plot_speed", "SyntheticCIFAR", "CIFAR_TRAIN_SIZES", "CIFAR_TEST_SIZES")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CIFAR_SPEED:
+        warnings.warn(
+            f"hypercl.experiments.cifar.{name} moved to hypercl.experiments.cifar_speed; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # resolved by name at attribute access, not imported: cifar_speed needs the runner, which needs this module,
+        # and the deprecated aliases are no reason for an import circle
+        return getattr(importlib.import_module(f"{__package__}.cifar_speed"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

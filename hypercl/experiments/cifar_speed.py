@@ -237,12 +237,10 @@ def cifar_speed(
 
 def plot_speed(result: dict, path: Path) -> Optional[Path]:
     """Bar chart of the extrapolated protocol time (hours) per method, split into training / Fisher / evaluation."""
-    try:
-        import matplotlib
+    from ..plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     from .report import METHOD_LABELS
 

@@ -23,9 +23,21 @@ task embeddings) below HNET (457,336); the LSTM runs use HNET's optimiser and β
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import replace
+from typing import Any, Optional
 
-from ..config import RunConfig
+from ..config import (
+    AugmentConfig,
+    BenchmarkConfig,
+    EvaluationConfig,
+    FrozenMap,
+    HypernetworkConfig,
+    OffTaskConfig,
+    RunConfig,
+    StrategyConfig,
+    TargetConfig,
+    TrainingConfig,
+)
 
 __all__ = [
     "HNET_METHODS",
@@ -171,115 +183,152 @@ def _baseline_kwargs(benchmark: str, method: str) -> dict[str, dict[str, Any]]:
     return per
 
 
-def method_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
-    """The full configuration of one method on one benchmark (plain data; stored in the results JSON)."""
+def _method_base(benchmark: str, method: str, quick: bool) -> RunConfig:
+    """The published configuration of ``method`` on ``benchmark``, typed from the tables above (no overrides)."""
+    base = BENCHMARK_CONFIGS[benchmark]
+    hypernetwork: Optional[HypernetworkConfig] = None
+    layout: Optional[str] = None
+    if method in HNET_METHODS:
+        generator, name = HNET_METHODS[method]
+        gen = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
+        init = HNET_INIT.get(method, RECURRENT_INIT)
+        hypernetwork = HypernetworkConfig.from_json({"generator": generator, **gen, "init": init})
+        layout = base["hnet_output_layout"]
+        kwargs: dict[str, Any] = {}
+        if name in ("hnet", "iwr"):
+            kwargs.update(base["regularizer"])
+        if name == "iwr":
+            kwargs["fisher_samples"] = base["fisher_samples"]
+        if name == "grow":
+            kwargs["new_task_weights"] = GROW_NEW_TASK
+        strategy = StrategyConfig(name, FrozenMap(kwargs))
+    elif method == "scratch":  # one independent network per task: nothing to protect, each task its own weights
+        layout = "shared"
+        strategy = StrategyConfig("none")
+    else:
+        strategy = StrategyConfig(method, per_scenario_kwargs=FrozenMap(_baseline_kwargs(benchmark, method)))
+    return RunConfig(
+        method=method,
+        benchmark=BenchmarkConfig.from_json(base["benchmark"]),
+        target=TargetConfig.from_json(base["target"]),
+        training=TrainingConfig.from_json(base["train"]),
+        strategy=strategy,
+        hypernetwork=hypernetwork,
+        output_layout=layout,
+        quick=quick,
+        augment=AugmentConfig.from_json(base["augment"]) if "augment" in base else None,
+        protocol=None,
+    )
+
+
+def _task_length(training: TrainingConfig, key: str, value: int) -> TrainingConfig:
+    """``iterations`` or ``epochs`` (one of the two: the last one given wins)."""
+    other = "epochs" if key == "iterations" else "iterations"
+    change: dict[str, Any] = {key: value, other: None}
+    return replace(training, **change)
+
+
+def _with_fisher_samples(strategy: StrategyConfig, samples: int) -> StrategyConfig:
+    """IWR's Fisher subset, and that of every baseline scenario that has one (the reduced ``quick`` runs)."""
+    if strategy.name == "iwr":
+        strategy = strategy.with_kwargs(fisher_samples=samples)
+    per = strategy.per_scenario_kwargs
+    if per is not None:
+        scen = {
+            k: {**kw, "fisher_samples": samples} if "fisher_samples" in kw else kw for k, kw in per.to_json().items()
+        }
+        strategy = replace(strategy, per_scenario_kwargs=FrozenMap(scen))
+    return strategy
+
+
+def _quick(cfg: RunConfig, q: dict[str, Any]) -> RunConfig:
+    """The reduced ``quick`` protocol: fewer steps, a data subset, fewer tasks where given."""
+    training = cfg.training
+    for key in ("iterations", "epochs"):
+        if key in q:
+            training = _task_length(training, key, q[key])
+    bench = replace(cfg.benchmark, max_train_per_task=q["max_train_per_task"], max_test_per_task=q["max_test_per_task"])
+    if "num_tasks" in q:
+        bench = replace(bench, num_tasks=q["num_tasks"])
+    return cfg.replace(
+        training=training, benchmark=bench, strategy=_with_fisher_samples(cfg.strategy, q["fisher_samples"])
+    )
+
+
+def _override(cfg: RunConfig, key: str, value: Any) -> RunConfig:
+    """One keyword override of :func:`method_run_config` (see there)."""
+    hnet, strategy = cfg.hypernetwork, cfg.strategy
+    regularised = strategy.name in ("hnet", "iwr")
+    if key in ("iterations", "epochs"):
+        return cfg.replace(training=_task_length(cfg.training, key, value))
+    if key == "batch_size":
+        return cfg.replace(training=replace(cfg.training, batch_size=int(value)))
+    if key == "lr":
+        return cfg.replace(training=replace(cfg.training, lr=float(value)))
+    if key in ("max_train_per_task", "max_test_per_task", "num_tasks"):
+        return cfg.replace(benchmark=replace(cfg.benchmark, **{key: value}))
+    if key == "beta":
+        return cfg.replace(strategy=strategy.with_kwargs(beta=value)) if regularised else cfg
+    if key in ("chunk_size", "hidden_size"):  # methods without a hypernetwork (baselines, scratch) ignore them
+        if hnet is None:
+            return cfg
+        return cfg.replace(hypernetwork=hnet.resized(**{key: value}))
+    if key == "strategy_kwargs":
+        return cfg.replace(strategy=strategy.with_kwargs(**value))
+    if key in ("resnet_depth", "resnet_widths"):
+        if cfg.target.model != "resnet":
+            raise ValueError(f"override {key!r} needs a ResNet target (split_cifar)")
+        part = {"widths": tuple(int(w) for w in value)} if key == "resnet_widths" else {"depth": int(value)}
+        return cfg.replace(target=replace(cfg.target, **part))
+    if key == "val_size":  # per task, held out of the training data as a validation split
+        return cfg.replace(benchmark=replace(cfg.benchmark, val_size=int(value))) if int(value) else cfg
+    if key == "hnet_init":
+        return cfg.replace(hypernetwork=replace(hnet, init=value)) if hnet is not None else cfg
+    if key == "grow_new_task":
+        return cfg.replace(strategy=strategy.with_kwargs(new_task_weights=value)) if strategy.name == "grow" else cfg
+    if key == "verify":
+        return cfg.replace(benchmark=replace(cfg.benchmark, verify=bool(value)))
+    if key == "fisher_samples":
+        return cfg.replace(strategy=strategy.with_kwargs(fisher_samples=int(value))) if strategy.name == "iwr" else cfg
+    if key in ("reg_tasks_per_step", "reg_targets"):
+        # eq. 2/3 options: enter the config (and the run identity) only when given, only for hnet/iwr strategies
+        if not regularised:
+            return cfg
+        option = {"targets": value} if key == "reg_targets" else {key: int(value)}
+        return cfg.replace(strategy=strategy.with_kwargs(**option))
+    if key == "task_inference":  # CL2/CL3 criterion (hypercl.task_inference): in the identity only when set
+        if hnet is None or value == "entropy":
+            return cfg
+        return cfg.replace(evaluation=EvaluationConfig(task_inference=str(value)))
+    if key == "off_task":  # training-time off-task term (hypercl.off_task): in the identity only when set
+        from ..off_task import OffTask, parse_off_task
+
+        term = value if isinstance(value, OffTask) else parse_off_task(str(value))
+        return cfg.replace(off_task=OffTaskConfig.from_json(term.to_json()))
+    if key == "augment":
+        return cfg if value else cfg.replace(augment=None)
+    raise ValueError(f"unknown override {key!r}")
+
+
+def method_run_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> RunConfig:
+    """The full configuration of one method on one benchmark: the published one (the tables above), reduced with
+    ``quick``, then the keyword ``overrides`` in the order given (``None`` values are skipped).
+
+    No protocol entry: its fingerprint is that of the configuration as the library's runs have always been
+    identified; the CLI adds the protocol with :func:`hypercl.experiments.identity.run_config`."""
     if benchmark not in BENCHMARK_CONFIGS:
         raise ValueError(f"unknown benchmark {benchmark!r}; valid: {sorted(BENCHMARK_CONFIGS)}")
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {list(ALL_METHODS)}")
-    base = copy.deepcopy(BENCHMARK_CONFIGS[benchmark])
-    cfg: dict[str, Any] = {
-        "benchmark": base["benchmark"],
-        "method": method,
-        "target": base["target"],
-        "train": base["train"],
-        "quick": quick,
-    }
-    if "augment" in base:
-        cfg["augment"] = base["augment"]
-    if method in HNET_METHODS:
-        generator, strategy = HNET_METHODS[method]
-        gen_cfg = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
-        cfg["hypernetwork"] = {"generator": generator, **gen_cfg, "init": HNET_INIT.get(method, RECURRENT_INIT)}
-        cfg["output_layout"] = base["hnet_output_layout"]
-        cfg["strategy"] = {"name": strategy, "kwargs": {}}
-        if strategy in ("hnet", "iwr"):
-            cfg["strategy"]["kwargs"] = dict(base["regularizer"])
-        if strategy == "iwr":
-            cfg["strategy"]["kwargs"]["fisher_samples"] = base["fisher_samples"]
-        if strategy == "grow":
-            cfg["strategy"]["kwargs"]["new_task_weights"] = GROW_NEW_TASK
-    elif method == "scratch":  # one independent network per task: nothing to protect, each task its own weights
-        cfg["output_layout"] = "shared"
-        cfg["strategy"] = {"name": "none", "kwargs": {}}
-    else:
-        cfg["strategy"] = {"name": method, "kwargs": {}, "per_scenario_kwargs": _baseline_kwargs(benchmark, method)}
+    cfg = _method_base(benchmark, method, quick)
     if quick:
-        q = QUICK[benchmark]
-        if "iterations" in q:
-            cfg["train"]["iterations"] = q["iterations"]
-            cfg["train"].pop("epochs", None)
-        if "epochs" in q:
-            cfg["train"]["epochs"] = q["epochs"]
-            cfg["train"].pop("iterations", None)
-        cfg["benchmark"]["max_train_per_task"] = q["max_train_per_task"]
-        cfg["benchmark"]["max_test_per_task"] = q["max_test_per_task"]
-        if "num_tasks" in q:
-            cfg["benchmark"]["num_tasks"] = q["num_tasks"]
-        if cfg["strategy"]["name"] == "iwr":
-            cfg["strategy"]["kwargs"]["fisher_samples"] = q["fisher_samples"]
-        for kw in cfg["strategy"].get("per_scenario_kwargs", {}).values():
-            if "fisher_samples" in kw:
-                kw["fisher_samples"] = q["fisher_samples"]
+        cfg = _quick(cfg, QUICK[benchmark])
     for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in ("iterations", "epochs"):  # one of the two: the last one given wins
-            cfg["train"][key] = value
-            cfg["train"].pop("epochs" if key == "iterations" else "iterations", None)
-        elif key in ("batch_size", "lr"):
-            cfg["train"][key] = value
-        elif key in ("max_train_per_task", "max_test_per_task", "num_tasks"):
-            cfg["benchmark"][key] = value
-        elif key == "beta":
-            if cfg["strategy"]["name"] in ("hnet", "iwr"):
-                cfg["strategy"]["kwargs"]["beta"] = value
-        elif key in ("chunk_size", "hidden_size"):
-            if "hypernetwork" in cfg:  # methods without a hypernetwork (baselines, scratch) ignore them
-                cfg["hypernetwork"][key] = value
-        elif key == "strategy_kwargs":
-            cfg["strategy"]["kwargs"].update(value)
-        elif key in ("resnet_depth", "resnet_widths"):
-            if cfg["target"].get("model") != "resnet":
-                raise ValueError(f"override {key!r} needs a ResNet target (split_cifar)")
-            cfg["target"][key.split("_", 1)[1]] = [int(w) for w in value] if key == "resnet_widths" else int(value)
-        elif key == "val_size":  # per task, held out of the training data as a validation split
-            if int(value):
-                cfg["benchmark"]["val_size"] = int(value)
-        elif key == "hnet_init":
-            if "hypernetwork" in cfg:
-                cfg["hypernetwork"]["init"] = value
-        elif key == "grow_new_task":
-            if cfg["strategy"]["name"] == "grow":
-                cfg["strategy"]["kwargs"]["new_task_weights"] = value
-        elif key == "verify":
-            cfg["benchmark"]["verify"] = bool(value)
-        elif key == "fisher_samples":
-            if cfg["strategy"]["name"] == "iwr":
-                cfg["strategy"]["kwargs"]["fisher_samples"] = int(value)
-        elif key in ("reg_tasks_per_step", "reg_targets"):
-            # eq. 2/3 options: enter the config (and the run identity) only when given, only for hnet/iwr strategies
-            if cfg["strategy"]["name"] in ("hnet", "iwr"):
-                name = "targets" if key == "reg_targets" else key
-                cfg["strategy"]["kwargs"][name] = value if key == "reg_targets" else int(value)
-        elif key == "task_inference":  # CL2/CL3 criterion (hypercl.task_inference): in the identity only when set
-            if "hypernetwork" in cfg and value != "entropy":
-                cfg.setdefault("evaluation", {})["task_inference"] = str(value)
-        elif key == "off_task":  # training-time off-task term (hypercl.off_task): in the identity only when set
-            from ..off_task import OffTask, parse_off_task
-
-            term = value if isinstance(value, OffTask) else parse_off_task(str(value))
-            cfg["off_task"] = term.to_json()
-        elif key == "augment":
-            if not value:
-                cfg.pop("augment", None)
-        else:
-            raise ValueError(f"unknown override {key!r}")
+        if value is not None:
+            cfg = _override(cfg, key, value)
     return cfg
 
 
-def method_run_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> RunConfig:
-    """:func:`method_config` as a typed :class:`~hypercl.config.RunConfig` (no protocol entry: its fingerprint is
-    that of the plain dict, as the library's runs have always been identified; the CLI adds the protocol with
-    :func:`hypercl.experiments.identity.run_config`)."""
-    return RunConfig.from_json(method_config(benchmark, method, quick=quick, **overrides))
+def method_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    """:func:`method_run_config` in its plain-data form (what a results file stores)."""
+    return method_run_config(benchmark, method, quick=quick, **overrides).to_json()

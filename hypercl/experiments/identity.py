@@ -26,6 +26,7 @@ from ..config import (
     as_config,
     canonical_json,
     config_hash,
+    versioned,
 )
 
 __all__ = [
@@ -48,12 +49,21 @@ __all__ = [
 
 
 def run_config(
-    make_cfg: Callable[..., dict], benchmark: str, method: str, quick: bool = False, **overrides: Any
+    make_cfg: Callable[..., Union[AnyRunConfig, Mapping[str, Any]]],
+    benchmark: str,
+    method: str,
+    quick: bool = False,
+    **overrides: Any,
 ) -> AnyRunConfig:
-    """The validated config of the current protocol from a config builder (``method_config`` for a
-    :class:`RunConfig`, ``replay_method_config`` for a :class:`ReplayRunConfig`); the builder's ``ValueError``
-    (an unknown method or override) and :class:`ConfigError` (a value that cannot run) pass through."""
-    cfg = as_config({**make_cfg(benchmark, method, quick=quick, **overrides), "protocol": PROTOCOL_VERSION})
+    """The validated config of the current protocol from a config builder (``method_run_config`` for a
+    :class:`RunConfig`, ``replay_run_config`` for a :class:`ReplayRunConfig`, or their plain-data forms
+    ``method_config`` / ``replay_method_config``); the builder's ``ValueError`` (an unknown method or override) and
+    :class:`ConfigError` (a value that cannot run) pass through."""
+    made = make_cfg(benchmark, method, quick=quick, **overrides)
+    if isinstance(made, Mapping):  # the plain-data form: read as a results file's config is read
+        cfg = as_config({**made, "protocol": PROTOCOL_VERSION})
+    else:
+        cfg = versioned(made)
     return cfg.validate() if isinstance(cfg, RunConfig) else cfg
 
 

@@ -203,12 +203,10 @@ def load_results(paths: Iterable[Path]) -> list[dict]:
 
 def plot_matrices(result: dict, path: Path) -> Optional[Path]:
     """Accuracy-matrix heatmaps (mean over seeds), one panel per scenario; ``None`` if matplotlib is missing."""
-    try:
-        import matplotlib
+    from ..plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # the plot extra is optional
+    plt = pyplot()
+    if plt is None:
         return None
     scen = [s for s in result["scenarios"] if s in result["summary"]]
     fig, axes = plt.subplots(1, len(scen), figsize=(4.2 * len(scen), 3.8), squeeze=False)

@@ -32,6 +32,7 @@ from .runner import (
     build_replay_model,
     is_replay_method,
     replay_method_config,
+    replay_run_config,
     run_replay_seed,
 )
 from .samples import replay_images, write_sample_grid
@@ -60,6 +61,7 @@ __all__ = [
     "build_replay_model",
     "is_replay_method",
     "replay_method_config",
+    "replay_run_config",
     "run_replay_seed",
     "replay_images",
     "write_sample_grid",

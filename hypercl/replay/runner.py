@@ -13,16 +13,28 @@ Hyper-parameters and their sources: ``docs/replay.md``.
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..checkpoint import FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, one_line
-from ..config import ReplayRunConfig, as_config
+from ..config import (
+    BenchmarkConfig,
+    ClassifierConfig,
+    DistillConfig,
+    FrozenMap,
+    HypernetworkConfig,
+    ReplayModelConfig,
+    ReplayRunConfig,
+    StrategyConfig,
+    TrainingConfig,
+    VAEConfig,
+    as_config,
+)
 from ..direct import DirectWeights
 from ..hypernetwork import HyperNetwork
 from ..models import mlp
@@ -40,6 +52,7 @@ __all__ = [
     "REPLAY_BENCHMARK_CONFIGS",
     "REPLAY_QUICK",
     "replay_method_config",
+    "replay_run_config",
     "is_replay_method",
     "build_replay_model",
     "build_replay_classifier",
@@ -209,8 +222,80 @@ def is_replay_method(method: str) -> bool:
     return method in REPLAY_METHOD_SPECS
 
 
-def replay_method_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
-    """The full configuration (plain data) of a replay-setting method on a benchmark.
+def _replay_base(benchmark: str, method: str, quick: bool) -> ReplayRunConfig:
+    """The published configuration of a replay method on a benchmark, typed from the tables above."""
+    base = REPLAY_BENCHMARK_CONFIGS[benchmark]
+    spec = REPLAY_METHOD_SPECS[method]
+    replay: Optional[ReplayModelConfig] = None
+    if spec["replay"] is not None:
+        hypernetwork: Optional[HypernetworkConfig] = None
+        strategy: Optional[StrategyConfig] = None
+        if spec["replay"] == "hnet":
+            generator, name = spec["generator"], spec["strategy"]
+            gen = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
+            hypernetwork = HypernetworkConfig.from_json({"generator": generator, **gen})
+            kwargs: dict[str, Any] = dict(base["regularizer"]) if name in ("hnet", "iwr") else {}
+            if name == "iwr":
+                kwargs["fisher_samples"] = base["fisher_samples"]
+            strategy = StrategyConfig(name, FrozenMap(kwargs))
+        replay = ReplayModelConfig(
+            kind=spec["replay"],
+            vae=VAEConfig.from_json(base["vae"]),
+            training=TrainingConfig.from_json(base["replay_train"], "replay.train"),
+            hypernetwork=hypernetwork,
+            strategy=strategy,
+        )
+    distill = base["distill"]
+    return ReplayRunConfig(
+        method=method,
+        benchmark=BenchmarkConfig.from_json(base["benchmark"]),
+        classifier=ClassifierConfig.from_json(base["classifier"]),
+        training=TrainingConfig.from_json(base["train"]),
+        distill=DistillConfig(
+            targets=spec["targets"],
+            temperature=distill["temperature"],
+            mixing=spec["mixing"],
+            replay_weight=distill["replay_weight"],
+            replay_batch_size=distill["replay_batch_size"],
+            source=spec["source"],
+        ),
+        replay=replay,
+        quick=bool(quick),
+        protocol=None,
+    )
+
+
+def _replay_override(cfg: ReplayRunConfig, key: str, value: Any) -> ReplayRunConfig:
+    """One keyword override of :func:`replay_run_config` (see there)."""
+    r = cfg.replay
+    hnet = r if r is not None and r.kind == "hnet" and r.hypernetwork is not None and r.strategy is not None else None
+    if key in _TRAIN_KEYS:
+        change: dict[str, Any] = {key: float(value) if key == "lr" else int(value) if key == "batch_size" else value}
+        cfg = cfg.replace(training=replace(cfg.training, **change))
+        return cfg.replace(replay=replace(r, training=replace(r.training, **change))) if r is not None else cfg
+    if key == "replay_iterations":
+        return cfg.replace(replay=replace(r, training=replace(r.training, iterations=value))) if r is not None else cfg
+    if key in _BENCH_KEYS:
+        return cfg.replace(benchmark=replace(cfg.benchmark, **{key: value}))
+    if key in _DISTILL_KEYS:
+        return cfg.replace(distill=replace(cfg.distill, **{key: value}))
+    if hnet is not None and hnet.strategy is not None and hnet.hypernetwork is not None:
+        if key == "beta":
+            if hnet.strategy.name not in ("hnet", "iwr"):
+                return cfg
+            return cfg.replace(replay=replace(hnet, strategy=hnet.strategy.with_kwargs(beta=value)))
+        if key in ("chunk_size", "hidden_size"):
+            return cfg.replace(replay=replace(hnet, hypernetwork=hnet.hypernetwork.resized(**{key: value})))
+        if key == "strategy_kwargs":
+            return cfg.replace(replay=replace(hnet, strategy=hnet.strategy.with_kwargs(**value)))
+    elif key in ("beta", "chunk_size", "hidden_size", "strategy_kwargs"):  # lwf, dgr: no replay hypernetwork
+        return cfg
+    raise ValueError(f"unknown override {key!r}")
+
+
+def replay_run_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> ReplayRunConfig:
+    """The full configuration of a replay-setting method on a benchmark (no protocol entry, like
+    :func:`hypercl.experiments.method_run_config`).
 
     ``overrides`` (``None`` values are ignored): ``iterations``, ``batch_size``, ``lr`` (classifier AND replay
     model), ``replay_iterations`` (replay model only), ``max_train_per_task``, ``max_test_per_task``, ``num_tasks``,
@@ -221,82 +306,29 @@ def replay_method_config(benchmark: str, method: str, quick: bool = False, **ove
         raise ValueError(f"unknown benchmark {benchmark!r}; valid: {sorted(REPLAY_BENCHMARK_CONFIGS)}")
     if method not in REPLAY_METHOD_SPECS:
         raise ValueError(f"unknown replay method {method!r}; valid: {REPLAY_METHODS}")
-    base = copy.deepcopy(REPLAY_BENCHMARK_CONFIGS[benchmark])
-    spec = REPLAY_METHOD_SPECS[method]
-    cfg: dict[str, Any] = {
-        "benchmark": base["benchmark"],
-        "method": method,
-        "setting": "replay",
-        "quick": bool(quick),
-        "classifier": base["classifier"],
-        "train": base["train"],
-        "replay": None,
-        "distill": {
-            "targets": spec["targets"],
-            "temperature": base["distill"]["temperature"],
-            "mixing": spec["mixing"],
-            "replay_weight": base["distill"]["replay_weight"],
-            "replay_batch_size": base["distill"]["replay_batch_size"],
-            "source": spec["source"],
-        },
-        "sample_grid": {"per_task": 10, "seed": 0},
-    }
-    if spec["replay"] is not None:
-        replay: dict[str, Any] = {
-            "kind": spec["replay"],
-            "vae": base["vae"],
-            "train": base["replay_train"],
-            "train_last_task": False,
-        }
-        if spec["replay"] == "hnet":
-            generator, strategy = spec["generator"], spec["strategy"]
-            gen_cfg = base["chunked_mlp"] if generator == "chunked_mlp" else base["recurrent"]
-            replay["hypernetwork"] = {"generator": generator, **gen_cfg}
-            replay["strategy"] = {"name": strategy, "kwargs": {}}
-            if strategy in ("hnet", "iwr"):
-                replay["strategy"]["kwargs"] = dict(base["regularizer"])
-            if strategy == "iwr":
-                replay["strategy"]["kwargs"]["fisher_samples"] = base["fisher_samples"]
-        cfg["replay"] = replay
+    cfg = _replay_base(benchmark, method, quick)
     if quick:
         q = REPLAY_QUICK[benchmark]
-        cfg["train"]["iterations"] = q["iterations"]
-        for key in _BENCH_KEYS:
-            if key in q:
-                cfg["benchmark"][key] = q[key]
-        if cfg["replay"] is not None:
-            cfg["replay"]["train"]["iterations"] = q["replay_iterations"]
-            strat = cfg["replay"].get("strategy")
-            if strat is not None and strat["name"] == "iwr":
-                strat["kwargs"]["fisher_samples"] = q["fisher_samples"]
-    replay = cfg["replay"]
-    hnet_replay = replay is not None and replay["kind"] == "hnet"
+        cfg = cfg.replace(
+            training=replace(cfg.training, iterations=q["iterations"]),
+            benchmark=replace(cfg.benchmark, **{k: q[k] for k in _BENCH_KEYS if k in q}),
+        )
+        r = cfg.replay
+        if r is not None:
+            strategy = r.strategy
+            if strategy is not None and strategy.name == "iwr":
+                strategy = strategy.with_kwargs(fisher_samples=q["fisher_samples"])
+            r = replace(r, training=replace(r.training, iterations=q["replay_iterations"]), strategy=strategy)
+            cfg = cfg.replace(replay=r)
     for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in _TRAIN_KEYS:
-            cfg["train"][key] = value
-            if replay is not None:
-                replay["train"][key] = value
-        elif key == "replay_iterations":
-            if replay is not None:
-                replay["train"]["iterations"] = value
-        elif key in _BENCH_KEYS:
-            cfg["benchmark"][key] = value
-        elif key in _DISTILL_KEYS:
-            cfg["distill"][key] = value
-        elif key == "beta":
-            if hnet_replay and replay["strategy"]["name"] in ("hnet", "iwr"):
-                replay["strategy"]["kwargs"]["beta"] = value
-        elif key in ("chunk_size", "hidden_size"):
-            if hnet_replay:
-                replay["hypernetwork"][key] = value
-        elif key == "strategy_kwargs":
-            if hnet_replay:
-                replay["strategy"]["kwargs"].update(value)
-        else:
-            raise ValueError(f"unknown override {key!r}")
+        if value is not None:
+            cfg = _replay_override(cfg, key, value)
     return cfg
+
+
+def replay_method_config(benchmark: str, method: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    """:func:`replay_run_config` in its plain-data form (what a results file stores)."""
+    return replay_run_config(benchmark, method, quick=quick, **overrides).to_json()
 
 
 # ----------------------------------------------------------------------------------------------------------- build

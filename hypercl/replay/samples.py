@@ -61,12 +61,10 @@ def write_sample_grid(
 
     Returns the path, or ``None`` when matplotlib is not installed (the ``plot`` extra).
     """
-    try:
-        import matplotlib
+    from ..plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     images, labels = replay_images(replay, per_task, seed, task_ids, permutations)
     rows, cols, side, _ = images.shape

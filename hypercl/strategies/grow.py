@@ -45,8 +45,8 @@ class Grow(Strategy):
         gen.new_task_weights = self.new_task_weights
         # "fresh" draws follow the hypernetwork's init scheme: its config when it has one (a built-in generator),
         # else what the hypernetwork set on the generator, else the default scheme
-        cfg = getattr(learner.hnet, "config", None) or {}
-        gen.init_scheme = cfg.get("init") or getattr(gen, "init_scheme", None) or "target_scale"
+        builtin = getattr(learner.hnet, "builtin_init", None)
+        gen.init_scheme = builtin or getattr(gen, "init_scheme", None) or "target_scale"
 
     def config(self) -> dict:
         return {"new_task_weights": self.new_task_weights}

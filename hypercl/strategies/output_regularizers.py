@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..config import BETA_MAX
 from ..regularizers import hnet_output_regularizer, importance_weighted_regularizer
 from .base import Strategy
 
@@ -137,8 +138,8 @@ class HNETRegularizer(Strategy):
         reg_tasks_per_step: Optional[int] = None,
         targets: str = "stored",
     ) -> None:
-        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and 0 <= beta <= BETA_MAX):
+            raise ValueError(f"beta must be a finite number in [0, {BETA_MAX:g}], got {beta!r}")
         if targets not in TARGET_MODES:
             raise ValueError(f"targets must be one of {list(TARGET_MODES)}, got {targets!r}")
         self.beta = float(beta)
@@ -174,7 +175,7 @@ class HNETRegularizer(Strategy):
         """Per-weight importance of the old tasks' weights, ``(T−1, N)``; ``None`` = uniform (eq. 2)."""
         return None
 
-    def _raw_space(self, learner: Learner) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw_space(self, learner: Learner) -> tuple[torch.Tensor, torch.Tensor]:
         if self._raw is None:
             self._raw = learner.hnet.to_raw_space(self.targets, self.importance())
         return self._raw
@@ -187,7 +188,7 @@ class HNETRegularizer(Strategy):
         """Raw-space targets and per-weight weights of the regularised old tasks (rows ``pos``, all if None),
         ``(K, padded)`` each: rows of the stored tensors, or generated now from the frozen copy ``Θ*_h``."""
         if self.target_mode == "stored":
-            raw_targets, weight = self._raw_space(learner)
+            raw_targets, weight = self.raw_space(learner)
             if pos is None:
                 return raw_targets, weight
             rows = pos.to(raw_targets.device)
