@@ -122,6 +122,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         self.scale: Optional[tuple[float, float]] = None  # (min, max) of the first experience's inputs
         self.classes: list[list[int]] = []  # per learned experience: its classes (global ids)
         self.task_labels: list[int] = []  # per learned experience: its task label
+        self._classes_table: Optional[tuple[tuple, torch.Tensor]] = None  # unit_masks' table, per experience
         self._teacher: Optional[torch.nn.Module] = None
         self._sampler: Any = None
 
@@ -178,10 +179,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         self, owner: torch.Tensor, current: list[int], width: int, task_aware: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Student and teacher units ``(N, width)`` of the replayed inputs (module docstring)."""
-        dev = owner.device
-        per_exp = torch.zeros(len(self.classes), width, dtype=torch.bool, device=dev)
-        for j, classes in enumerate(self.classes):
-            per_exp[j, [c for c in classes if c < width]] = True
+        per_exp = self._class_table(width, owner.device)
         if task_aware:
             mask = per_exp[owner]
             return mask, mask
@@ -190,6 +188,17 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         student[[c for c in current if c < width]] = True
         n = len(owner)
         return student.expand(n, -1), teacher.expand(n, -1)
+
+    def _class_table(self, width: int, device: torch.device) -> torch.Tensor:
+        """``(experiences, width)``: which units belong to each learned experience; built once per experience (it
+        changes only when an experience is learned), not at every replay step."""
+        key = (len(self.classes), width, device)
+        if self._classes_table is None or self._classes_table[0] != key:
+            table = torch.zeros(len(self.classes), width, dtype=torch.bool)
+            for j, classes in enumerate(self.classes):  # once per learned experience
+                table[j, [c for c in classes if c < width]] = True
+            self._classes_table = (key, table.to(device))
+        return self._classes_table[1]
 
     # ------------------------------------------------------------------ checkpoint
     def state(self) -> dict:
@@ -230,6 +239,7 @@ class GeneratedReplayPlugin(SupervisedPlugin):
         self.vae.load_replay_state(st["replay"])
         self.classes = [list(map(int, c)) for c in st["classes"]]
         self.task_labels = [int(t) for t in st["task_labels"]]
+        self._classes_table = None
         self.rng.set_state(st["rng"])
         self._teacher, self._sampler = None, None
 
