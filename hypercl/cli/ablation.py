@@ -48,7 +48,7 @@ def ablation_problem(args: argparse.Namespace) -> Optional[str]:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     from ..experiments.ablations import run_ablation, summary_lines
-    from .failures import failure_line, interrupt_code, interrupt_name, sigterm_as_interrupt
+    from .failures import run_to_the_end
 
     command = "hypercl " + " ".join(shlex.quote(a) for a in args.argv)
     problem = ablation_problem(args)
@@ -76,40 +76,31 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         + (" (quick)" if args.quick else "")
         + f" on {device_name(args.device)}"
     )
-    try:
-        with sigterm_as_interrupt():
-            result, json_path, png = run_ablation(
-                args.kind,
-                benchmark=args.benchmark,
-                quick=args.quick,
-                out=args.out,
-                device=args.device,
-                data_root=args.data_root,
-                seeds=list(range(args.seeds)),
-                values=args.values,
-                overrides=overrides,
-                scenarios=args.scenario,
-                steps=args.steps,
-                methods=methods,
-                command=command,
-                log=print,
-            )
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM
-        print(
-            f"hypercl ablation: stopped by {interrupt_name(e)}; nothing written (the ablation writes its JSON and PNG "
-            f"when every point is done); run it again: {command}",
-            file=sys.stderr,
-        )
-        return interrupt_code(e)
-    except Exception as e:
-        failure = failure_line(e, f"{command} (it starts over)")
-        if failure is not None:
-            print(failure[0], file=sys.stderr)
-            return failure[1]
-        if isinstance(e, ValueError):
-            print(f"hypercl ablation: {e}", file=sys.stderr)
-            return 2
-        raise
+    done, code = run_to_the_end(
+        "ablation",
+        command,
+        "the ablation writes its JSON and PNG when every point is done",
+        lambda: run_ablation(
+            args.kind,
+            benchmark=args.benchmark,
+            quick=args.quick,
+            out=args.out,
+            device=args.device,
+            data_root=args.data_root,
+            seeds=list(range(args.seeds)),
+            values=args.values,
+            overrides=overrides,
+            scenarios=args.scenario,
+            steps=args.steps,
+            methods=methods,
+            command=command,
+            log=print,
+        ),
+        refused=(ValueError,),
+    )
+    if done is None:
+        return code
+    result, json_path, png = done
     print()
     print("\n".join(summary_lines(result)))
     print(f"wrote {json_path}" + (f" and {png}" if png else " (no plot)") + f" in {result['total_wall_time_s']:.0f} s")

@@ -24,22 +24,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except Refusal as e:
         print(f"hypercl bench: {e}", file=sys.stderr)
         return 2
-    from .failures import failure_line, interrupt_code, interrupt_name, sigterm_as_interrupt
+    from .failures import run_to_the_end
 
     command = "hypercl " + shlex.join(args.argv)
-    try:
-        with sigterm_as_interrupt():
-            return bench_main(args)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM
-        print(
-            f"hypercl bench: stopped by {interrupt_name(e)}; nothing written ({args.out} is written when every "
-            f"measurement is done); run it again: {command}",
-            file=sys.stderr,
-        )
-        return interrupt_code(e)
-    except Exception as e:
-        failure = failure_line(e, f"{command} (it starts over)")
-        if failure is None:
-            raise
-        print(failure[0], file=sys.stderr)
-        return failure[1]
+    done, code = run_to_the_end(
+        "bench", command, f"{args.out} is written when every measurement is done", lambda: bench_main(args)
+    )
+    return done if done is not None else code

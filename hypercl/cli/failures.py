@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 from ..checkpoint import CheckpointError, FileWriteError, one_line
 from ..data import DatasetIntegrityError, DatasetNotFoundError
@@ -12,7 +13,16 @@ from ..experiments.results_file import ResultsFileError
 from ..experiments.runner import ResumeError
 from ..learner import NonFiniteLossError
 
-__all__ = ["failure_line", "Terminated", "sigterm_as_interrupt", "interrupt_name", "interrupt_code"]
+__all__ = [
+    "failure_line",
+    "Terminated",
+    "sigterm_as_interrupt",
+    "interrupt_name",
+    "interrupt_code",
+    "run_to_the_end",
+]
+
+_T = TypeVar("_T")
 
 
 def failure_line(e: BaseException, again: str) -> Optional[tuple[str, int]]:
@@ -66,3 +76,29 @@ def interrupt_name(e: BaseException) -> str:
 def interrupt_code(e: BaseException) -> int:
     """The exit code of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C (the shells' convention)."""
     return 143 if isinstance(e, Terminated) else 130
+
+
+def run_to_the_end(
+    name: str, command: str, written: str, work: Callable[[], _T], refused: tuple[type[Exception], ...] = ()
+) -> tuple[Optional[_T], int]:
+    """``(work(), 0)``, or ``(None, exit code)`` after one line on stderr: for Ctrl-C / SIGTERM (what ``written``
+    says about the files, and ``command`` to run again), an expected failure (:func:`failure_line`) or one of the
+    ``refused`` exceptions (``hypercl NAME: message``, exit 2). For commands that write only when done (they start
+    over when run again)."""
+    try:
+        with sigterm_as_interrupt():
+            return work(), 0
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM
+        print(
+            f"hypercl {name}: stopped by {interrupt_name(e)}; nothing written ({written}); run it again: {command}",
+            file=sys.stderr,
+        )
+        return None, interrupt_code(e)
+    except Exception as e:
+        failure = failure_line(e, f"{command} (it starts over)")
+        if failure is None and isinstance(e, refused):
+            failure = f"hypercl {name}: {e}", 2
+        if failure is None:
+            raise
+        print(failure[0], file=sys.stderr)
+        return None, failure[1]
