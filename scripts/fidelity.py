@@ -425,13 +425,16 @@ def infer(out: Path, variant: str, checkpoints: list[Path], criteria: list[str],
     return 0
 
 
-def infer_table(out: Path, split: Optional[str] = None) -> str:
+def infer_table(out: Path, split: Optional[str] = None, variants: Optional[set[str]] = None) -> str:
     """One row per (variant, criterion, split): n, seeds, CL3 final, task identification, CL1, cost ratio; plus the
-    paired CL3 difference to entropy on the same seeds. ``split``: only that split's rows (default: all)."""
+    paired CL3 difference to entropy on the same seeds. ``split``: only that split's rows (default: all);
+    ``variants``: only these variants' rows (default: all)."""
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for p in sorted((out / "runs").glob("*@*.json")):
         rec = json.loads(p.read_text())
-        if rec.get("kind") == "infer" and split in (None, rec["split"]):
+        if rec.get("kind") != "infer" or split not in (None, rec["split"]):
+            continue
+        if variants is None or rec["variant"] in variants:
             groups.setdefault((rec["variant"], rec["split"], rec["criterion"]), []).append(rec)
     if not groups:
         return ""
@@ -634,13 +637,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "fastest (default 3)")
     ap.add_argument("--out", default="docs/fidelity")
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--only", default=None, help="comma-separated variants")
+    ap.add_argument("--only", default=None, help="work / infer-table: comma-separated variants")
     ap.add_argument("--variant", default=None, help="verify: the record's variant")
     ap.add_argument("--seed", type=int, default=None, help="verify: the record's seed")
     ap.add_argument("--record", default=None, help="verify: a record file (default: found from --variant/--seed)")
     ap.add_argument("--threads", type=int, default=None, help="verify: thread count (default: the record's)")
     ap.add_argument("--write", default=None, help="table / infer-table: write the table into this Markdown file "
                     "between its <!-- fidelity-table --> (infer-table: <!-- infer-table-SPLIT -->) markers")
+    ap.add_argument("--marker", default=None, help="infer-table --write: the markers' name (default "
+                    "infer-table-SPLIT), e.g. to write the rows of some variants (--only) into a table of their own")
     a = ap.parse_args(argv)
     out = Path(a.out)
     if a.what == "verify":
@@ -663,9 +668,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         crits = [c.strip().replace(";", ",") for c in a.criteria.split(",") if c.strip()]
         return infer(out, a.variant, files, crits, a.split, a.data_root, a.force, a.repeats)
     if a.what == "infer-table":
-        text = infer_table(out, a.split if a.write else None)
+        text = infer_table(out, a.split if a.write else None, set(a.only.split(",")) if a.only else None)
         if a.write:
-            write_between_markers(Path(a.write), f"infer-table-{a.split}", text)
+            write_between_markers(Path(a.write), a.marker or f"infer-table-{a.split}", text)
         else:
             print(text, end="")
         return 0

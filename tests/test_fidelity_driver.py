@@ -179,6 +179,7 @@ def test_infer_records_each_criterion_from_a_finished_checkpoint(tmp_path: Path)
     assert len(list((out / "runs").glob("*.json"))) == 2
     table = fidelity.infer_table(out)
     assert "| hnet | test | energy | 1 | 0 |" in table
+    assert fidelity.infer_table(out, variants={"hnet"}) == table and fidelity.infer_table(out, variants={"x"}) == ""
     assert fidelity.table(out).count("| hnet |") == 0  # the fidelity table ignores task-inference records
 
 
