@@ -11,7 +11,7 @@ import torch
 from .batches import TaskSource
 from .learner_fields import LearnerFields
 from .scenarios import check_scenario, evaluate_task, row_temperatures
-from .target import module_modes, restore_modes
+from .target import kept_modes
 from .task_inference import confusion_matrix, get_criterion, make_candidates
 
 __all__ = ["Evaluation", "accuracy_summary"]
@@ -84,13 +84,12 @@ class Evaluation(LearnerFields):
         temps = row_temperatures(temperatures, learned, self.device)
         criterion = get_criterion(task_inference)
         infers = self.task_conditioned and any(s != "cl1" for s in scen)
-        modes = module_modes(self.target, self.hnet)  # every submodule's mode, restored after the evaluation
-        self.target.eval()
-        self.hnet.eval()
         infer: Optional[Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]] = None
         inferred: dict[int, list] = {}
         logits_of: Callable[[Any], torch.Tensor]
-        try:
+        with kept_modes(self.target, self.hnet):  # every submodule's mode, restored after the evaluation
+            self.target.eval()
+            self.hnet.eval()
             if self.task_conditioned:
                 bufs = None
                 if self.task_buffers:
@@ -126,8 +125,6 @@ class Evaluation(LearnerFields):
                 )
                 for s in scen:
                     out[s]["accuracy"][task], out[s]["task_inference"][task] = res[s]
-        finally:
-            restore_modes(modes)
         ids = torch.tensor(learned)
         per_task = {t: torch.cat(r).cpu() for t, r in inferred.items() if r}  # rows: positions in `learned`
         confusion = None

@@ -20,7 +20,7 @@ import torch
 from torch.func import grad, vmap
 
 from .batches import batch_len, map_inputs
-from .target import module_modes, restore_modes
+from .target import kept_modes
 
 __all__ = ["diagonal_empirical_fisher", "normalize_fisher", "task_fisher"]
 
@@ -95,11 +95,8 @@ def task_fisher(
 ) -> torch.Tensor:
     """Eq. 4 of one task as a flat ``(N,)`` vector in the target's parameter order, the target in eval mode
     (restored after); scaled to mean 1 when ``normalize`` (IWR), raw otherwise (EWC)."""
-    modes = module_modes(target)  # every submodule's mode, restored after
-    target.eval()
-    try:
+    with kept_modes(target):  # every submodule's mode, restored after
+        target.eval()
         fisher = diagonal_empirical_fisher(target, params, batches, loss_fn, buffers=buffers)
-    finally:
-        restore_modes(modes)
     flat = target.flatten(fisher)
     return normalize_fisher(flat) if normalize else flat

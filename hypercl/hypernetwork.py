@@ -194,8 +194,6 @@ class HyperNetwork(nn.Module):
             self.generator_kind = type(generator).__name__
             self.generator = generator
             self.config: Optional[dict] = None
-            #: the init scheme of a built-in generator (``None``: the generator was given, its own scheme holds)
-            self.builtin_init: Optional[str] = None
         elif isinstance(generator, str) and generator in GENERATORS:
             hidden = DEFAULT_HIDDEN[generator] if hidden_size is None else hidden_size
             if generator in ("mlp", "chunked_mlp") and isinstance(hidden, int):
@@ -215,7 +213,6 @@ class HyperNetwork(nn.Module):
                 "init": init,
                 **generator_kwargs,
             }
-            self.builtin_init = init
         else:
             raise ValueError(f"unknown generator {generator!r}; valid: {sorted(GENERATORS)} or a Generator instance")
         self.plan = self.generator.plan
@@ -241,6 +238,12 @@ class HyperNetwork(nn.Module):
     def target(self) -> FunctionalTarget:
         """The wrapped target network (not a submodule: its own parameters are not hypernetwork parameters)."""
         return self._target
+
+    @property
+    def builtin_init(self) -> Optional[str]:
+        """The init scheme of a built-in generator (its ``config``'s; ``None`` for a given Generator instance, whose
+        own scheme holds)."""
+        return self.config.get("init") if self.config is not None else None
 
     @property
     def num_tasks(self) -> int:

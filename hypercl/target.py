@@ -38,8 +38,6 @@ __all__ = [
     "VmapFallbackWarning",
     "loop_map",
     "kept_modes",
-    "module_modes",
-    "restore_modes",
 ]
 
 Params = Mapping[str, torch.Tensor]
@@ -325,24 +323,15 @@ def wrap(
     return FunctionalTarget(model, include=include, output=output)
 
 
-def module_modes(*modules: Union[nn.Module, FunctionalTarget]) -> list[tuple[nn.Module, bool]]:
-    """Every submodule's train/eval mode (a :class:`FunctionalTarget`: its module's), for :func:`restore_modes`."""
-    trees = [m.module if isinstance(m, FunctionalTarget) else m for m in modules]
-    return [(m, m.training) for tree in trees for m in tree.modules()]
-
-
-def restore_modes(modes: Sequence[tuple[nn.Module, bool]]) -> None:
-    """Put back the modes :func:`module_modes` took, each submodule its own (not ``.train()``'s one for all)."""
-    for m, training in modes:
-        m.training = training
-
-
 @contextmanager
 def kept_modes(*modules: Union[nn.Module, FunctionalTarget]) -> Iterator[None]:
-    """Every submodule's train/eval mode as it is on entry, put back on exit (a frozen backbone the user keeps in
-    eval mode stays there, whatever the block switches)."""
-    modes = module_modes(*modules)
+    """Every submodule's train/eval mode as it is on entry (a :class:`FunctionalTarget`: its module's), put back on
+    exit, each submodule its own (not ``.train()``'s one for all): a frozen backbone the user keeps in eval mode stays
+    there, whatever the block switches."""
+    trees = [m.module if isinstance(m, FunctionalTarget) else m for m in modules]
+    modes = [(m, m.training) for tree in trees for m in tree.modules()]
     try:
         yield
     finally:
-        restore_modes(modes)
+        for m, training in modes:
+            m.training = training
