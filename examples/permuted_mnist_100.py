@@ -16,6 +16,7 @@ after it was learned; every ``--eval-every`` tasks (and at the last one) the CL1
     python examples/permuted_mnist_100.py --out results/permuted_mnist_100                 # start (CPU: days)
     python examples/permuted_mnist_100.py --out results/permuted_mnist_100 --resume        # continue
     python examples/permuted_mnist_100.py --out results/permuted_mnist_100 --report docs   # PNG + table so far
+    python examples/permuted_mnist_100.py --out results/pm100_full10 --iterations 5000 --stop-after 10  # full protocol
     python examples/permuted_mnist_100.py --out /tmp/pm --tasks 3 --iterations 5 --max-train 500 --max-test 200  # smoke
 """
 
@@ -93,7 +94,7 @@ def train(args: argparse.Namespace) -> None:
         else:
             torch.manual_seed(args.seed)
             learners[m] = build_learner(log["configs"][m], bench, "cl1", args.seed, "cpu", False)
-    for t in range(args.tasks):
+    for t in range(args.stop_after or args.tasks):
         for m, learner in learners.items():
             if t in learner.learned_tasks:
                 continue
@@ -104,7 +105,7 @@ def train(args: argparse.Namespace) -> None:
             row = {"task": t, "train_s": wall, "rss_peak_mb": rss_mb(),
                    "held_mb": st.held_bytes() / 2**20 if hasattr(st, "held_bytes") else None,
                    "hnet_params": learner.hnet.num_params, "acc_just_learned": cl1_accuracy(learner, bench.tasks[t], t)}
-            if (t + 1) % args.eval_every == 0 or t + 1 == args.tasks:
+            if (t + 1) % args.eval_every == 0 or t + 1 in (args.tasks, args.stop_after):
                 row["acc_all"] = [cl1_accuracy(learner, bench.tasks[i], i) for i in learner.learned_tasks]
                 log["final"][m] = {"after_task": t, "accuracy": row["acc_all"]}
             learner.save(out / "ckpt" / f"{m}.pt")  # atomic: a crash keeps the previous task's checkpoint
@@ -173,12 +174,15 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--max-train", type=int, default=None, help="training images per task (default all 60000)")
     ap.add_argument("--max-test", type=int, default=1000)
     ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="learn only the first N of the --tasks tasks, then stop (--resume continues past N); the "
+                         "configuration stays that of --tasks tasks")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {list(METHODS)}")
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
-    if bad or args.tasks < 1 or args.iterations < 1 or args.max_test < 1 or args.eval_every < 1:
+    if bad or min(args.tasks, args.iterations, args.max_test, args.eval_every, args.stop_after or 1) < 1:
         print(f"permuted_mnist_100: bad arguments (unknown methods {bad} or a count below 1); valid methods: "
               f"{list(METHODS)}", file=sys.stderr)
         return 2
