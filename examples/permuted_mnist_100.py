@@ -94,7 +94,7 @@ def train(args: argparse.Namespace) -> None:
         else:
             torch.manual_seed(args.seed)
             learners[m] = build_learner(log["configs"][m], bench, "cl1", args.seed, "cpu", False)
-    for t in range(args.stop_after or args.tasks):
+    for t in range(min(args.stop_after or args.tasks, args.tasks)):
         for m, learner in learners.items():
             if t in learner.learned_tasks:
                 continue
@@ -182,7 +182,8 @@ def main(argv: Any = None) -> int:
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
-    if bad or min(args.tasks, args.iterations, args.max_test, args.eval_every, args.stop_after or 1) < 1:
+    counts = (args.tasks, args.iterations, args.max_test, args.eval_every, 1 if args.stop_after is None else args.stop_after)
+    if bad or min(counts) < 1:
         print(f"permuted_mnist_100: bad arguments (unknown methods {bad} or a count below 1); valid methods: "
               f"{list(METHODS)}", file=sys.stderr)
         return 2
