@@ -45,6 +45,10 @@ METHODS = {  # name -> method_config overrides
 }
 
 
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def rss_mb() -> float:
     """Peak resident memory of this process so far, MB (``ru_maxrss``)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -143,11 +147,11 @@ def report(args: argparse.Namespace) -> None:
         if rows[-1]["held_mb"] is not None:
             axes[2].plot(ts, [r["held_mb"] for r in rows], "--", label=f"{m} regulariser state")
         last = rows[-5:]
-        mean = (lambda v: sum(v) / len(v))
         lines.append(f"| {m} | {len(rows)} | {fin.get('after_task', '-')} | "
                      f"{100 * mean(fin['accuracy']):.2f} | {100 * min(fin['accuracy']):.2f} | " if fin else
                      f"| {m} | {len(rows)} | - | - | - | ")
-        lines[-1] += (f"{100 * mean([r['acc_just_learned'] for r in rows]):.2f} | {mean([r['train_s'] for r in last]):.0f} | "
+        lines[-1] += (f"{100 * mean([r['acc_just_learned'] for r in rows]):.2f} | "
+                      f"{mean([r['train_s'] for r in last]):.0f} | "
                       f"{rows[-1]['rss_peak_mb']:.0f} | "
                       + ("-" if rows[-1]["held_mb"] is None else f"{rows[-1]['held_mb']:.1f}") + " |")
     p = log["protocol"]
@@ -182,7 +186,8 @@ def main(argv: Any = None) -> int:
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
-    counts = (args.tasks, args.iterations, args.max_test, args.eval_every, 1 if args.stop_after is None else args.stop_after)
+    stop = 1 if args.stop_after is None else args.stop_after
+    counts = (args.tasks, args.iterations, args.max_test, args.eval_every, stop)
     if bad or min(counts) < 1:
         print(f"permuted_mnist_100: bad arguments (unknown methods {bad} or a count below 1); valid methods: "
               f"{list(METHODS)}", file=sys.stderr)

@@ -50,7 +50,7 @@ def test_stop_after_then_resume_equals_the_uninterrupted_run(tmp_path, monkeypat
         assert ex.main(["--out", str(tmp_path / "whole"), *TINY]) == 0
         assert ex.main(["--out", str(tmp_path / "split"), *TINY, "--stop-after", "1"]) == 0
         first = _numbers(tmp_path / "split")
-        for m, rows in first["rows"].items():
+        for rows in first["rows"].values():
             assert [r[0] for r in rows] == [0] and rows[0][2] is not None  # stopped after task 0, evaluated there
         with pytest.raises(SystemExit, match="--resume"):  # an existing log is never overwritten
             ex.main(["--out", str(tmp_path / "split"), *TINY])
