@@ -140,12 +140,20 @@ def report(args: argparse.Namespace) -> None:
         fin = log["final"].get(m) or {}
         if fin:
             acc = fin["accuracy"]
-            axes[0].plot(range(len(acc)), [100 * a for a in acc], ".-", label=f"{m} (after task {fin['after_task']})")
+            line, = axes[0].plot(range(len(acc)), [100 * a for a in acc], ".-",
+                                 label=f"{m} after task {fin['after_task']}")
+            axes[0].plot([r["task"] for r in rows], [100 * r["acc_just_learned"] for r in rows], ":", lw=1,
+                         color=line.get_color(), label=f"{m} right after learning it")
         ts = [r["task"] + 1 for r in rows]
         axes[1].plot(ts, [r["train_s"] for r in rows], label=m)
-        axes[2].plot(ts, [r["rss_peak_mb"] for r in rows], label=f"{m} peak RSS")
+        line, = axes[2].plot(ts, [4 * r["hnet_params"] / 2**20 for r in rows], label=f"{m} model parameters")
         if rows[-1]["held_mb"] is not None:
-            axes[2].plot(ts, [r["held_mb"] for r in rows], "--", label=f"{m} regulariser state")
+            axes[2].plot(ts, [r["held_mb"] for r in rows], "--", color=line.get_color(),
+                         label=f"{m} regulariser state")
+    rss = max(log["tasks"].values(), key=len)
+    if rss:  # ru_maxrss is the whole process's: every learner's and the shared data's
+        axes[2].plot([r["task"] + 1 for r in rss], [r["rss_peak_mb"] for r in rss], color="0.6",
+                     label="process peak RSS (all learners, data)")
         last = rows[-5:]
         lines.append(f"| {m} | {len(rows)} | {fin.get('after_task', '-')} | "
                      f"{100 * mean(fin['accuracy']):.2f} | {100 * min(fin['accuracy']):.2f} | " if fin else
@@ -155,10 +163,10 @@ def report(args: argparse.Namespace) -> None:
                       f"{rows[-1]['rss_peak_mb']:.0f} | "
                       + ("-" if rows[-1]["held_mb"] is None else f"{rows[-1]['held_mb']:.1f}") + " |")
     p = log["protocol"]
-    axes[0].set(xlabel="task index", ylabel="CL1 test accuracy (%)", title="every task after the last evaluated one")
+    axes[0].set(xlabel="task index", ylabel="CL1 test accuracy (%)", title="accuracy of every learned task")
     axes[1].set(xlabel="task T", ylabel="training wall time per task (s)",
                 title=f"{p['iterations']} steps/task, {p['threads']} thread(s), loaded CPU")
-    axes[2].set(xlabel="task T", ylabel="MB", title="memory against T")
+    axes[2].set(xlabel="task T", ylabel="MB (float32)", title="memory against T")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
