@@ -150,10 +150,6 @@ def report(args: argparse.Namespace) -> None:
         if rows[-1]["held_mb"] is not None:
             axes[2].plot(ts, [r["held_mb"] for r in rows], "--", color=line.get_color(),
                          label=f"{m} regulariser state")
-    rss = max(log["tasks"].values(), key=len)
-    if rss:  # ru_maxrss is the whole process's: every learner's and the shared data's
-        axes[2].plot([r["task"] + 1 for r in rss], [r["rss_peak_mb"] for r in rss], color="0.6",
-                     label="process peak RSS (all learners, data)")
         last = rows[-5:]
         lines.append(f"| {m} | {len(rows)} | {fin.get('after_task', '-')} | "
                      f"{100 * mean(fin['accuracy']):.2f} | {100 * min(fin['accuracy']):.2f} | " if fin else
@@ -162,6 +158,10 @@ def report(args: argparse.Namespace) -> None:
                       f"{mean([r['train_s'] for r in last]):.0f} | "
                       f"{rows[-1]['rss_peak_mb']:.0f} | "
                       + ("-" if rows[-1]["held_mb"] is None else f"{rows[-1]['held_mb']:.1f}") + " |")
+    rss = max(log["tasks"].values(), key=len)
+    if rss:  # ru_maxrss is the whole process's: every learner's and the shared data's
+        axes[2].plot([r["task"] + 1 for r in rss], [r["rss_peak_mb"] for r in rss], color="0.6",
+                     label="process peak RSS (all learners, data)")
     p = log["protocol"]
     axes[0].set(xlabel="task index", ylabel="CL1 test accuracy (%)", title="accuracy of every learned task")
     axes[1].set(xlabel="task T", ylabel="training wall time per task (s)",
