@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,10 +44,6 @@ METHODS = {  # name -> method_config overrides
     "hnet_k8_online": ("hnet", {"reg_tasks_per_step": 8, "reg_targets": "online"}),
     "lstm_net_grow": ("lstm_net_grow", {}),
 }
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def rss_mb() -> float:
@@ -116,7 +113,7 @@ def train(args: argparse.Namespace) -> None:
             log["tasks"][m].append(row)
             atomic_write_text(json.dumps(log, indent=1), log_path)
             print(f"{m} task {t}: {wall:.0f} s, acc {row['acc_just_learned']:.4f}, rss {row['rss_peak_mb']:.0f} MB"
-                  + (f", mean acc of all {len(row['acc_all'])}: {sum(row['acc_all']) / len(row['acc_all']):.4f}"
+                  + (f", mean acc of all {len(row['acc_all'])}: {statistics.fmean(row['acc_all']):.4f}"
                      if "acc_all" in row else ""), flush=True)
 
 
@@ -152,10 +149,10 @@ def report(args: argparse.Namespace) -> None:
                          label=f"{m} regulariser state")
         last = rows[-5:]
         lines.append(f"| {m} | {len(rows)} | {fin.get('after_task', '-')} | "
-                     f"{100 * mean(fin['accuracy']):.2f} | {100 * min(fin['accuracy']):.2f} | " if fin else
+                     f"{100 * statistics.fmean(fin['accuracy']):.2f} | {100 * min(fin['accuracy']):.2f} | " if fin else
                      f"| {m} | {len(rows)} | - | - | - | ")
-        lines[-1] += (f"{100 * mean([r['acc_just_learned'] for r in rows]):.2f} | "
-                      f"{mean([r['train_s'] for r in last]):.0f} | "
+        lines[-1] += (f"{100 * statistics.fmean(r['acc_just_learned'] for r in rows):.2f} | "
+                      f"{statistics.fmean(r['train_s'] for r in last):.0f} | "
                       f"{rows[-1]['rss_peak_mb']:.0f} | "
                       + ("-" if rows[-1]["held_mb"] is None else f"{rows[-1]['held_mb']:.1f}") + " |")
     rss = max(log["tasks"].values(), key=len)
