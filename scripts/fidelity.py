@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The Split MNIST fidelity campaign of issue 13: many seeds per method, resumable, merged per run identity and seed.
+"""The Split MNIST fidelity campaign: many seeds per method, resumable, merged per run identity and seed.
 
     python scripts/fidelity.py work  --out docs/fidelity     # a worker: claims and runs (variant, seed) jobs
     python scripts/fidelity.py table --out docs/fidelity     # n, mean, sample std, standard error per cell

@@ -1,4 +1,4 @@
-"""Issue 11: any target network through fit_task, evaluate (CL1/CL2/CL3), the Fisher of eq. 4 and --parallel-seeds:
+"""Any target network through fit_task, evaluate (CL1/CL2/CL3), the Fisher of eq. 4 and --parallel-seeds:
 recurrent layers (vmap fallback), models returning more than logits, tuple/dict inputs, DataLoaders, clear errors."""
 
 import warnings

@@ -1,4 +1,4 @@
-"""Issue 12/13: run identity, verified checkpoints, merged results, arguments checked before any data, file modes,
+"""Run identity, verified checkpoints, merged results, arguments checked before any data, file modes,
 tables with n / mean / sd / se."""
 
 import json
