@@ -66,6 +66,13 @@ def cl1_accuracy(learner: hypercl.ContinualLearner, task: Any, task_id: int, bat
     return correct / len(task.y_test)
 
 
+def digits_environment() -> dict:
+    """What besides the configuration decides the digits: the thread count, the CPU kernel path torch dispatches to
+    (``ATEN_CPU_CAPABILITY`` selects one) and the torch build."""
+    return {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
 def config(method: str, args: argparse.Namespace) -> dict:
     base, extra = METHODS[method]
     return method_config("permuted_mnist", base, num_tasks=args.tasks, iterations=args.iterations,
@@ -80,11 +87,17 @@ def train(args: argparse.Namespace) -> None:
         raise SystemExit(f"{log_path} exists: pass --resume to continue it, or choose another --out")
     log = json.loads(log_path.read_text()) if log_path.exists() else {
         "protocol": {"tasks": args.tasks, "iterations": args.iterations, "max_test_per_task": args.max_test,
-                     "max_train_per_task": args.max_train, "threads": torch.get_num_threads(), "seed": args.seed},
+                     "max_train_per_task": args.max_train, "seed": args.seed, **digits_environment()},
         "configs": {m: config(m, args) for m in args.methods}, "tasks": {m: [] for m in args.methods},
         "final": {m: {} for m in args.methods}}
     if log["protocol"]["iterations"] != args.iterations or log["protocol"]["tasks"] != args.tasks:
         raise SystemExit(f"{log_path} was started with {log['protocol']}; resume with the same --iterations/--tasks")
+    changed = {k: (log["protocol"][k], v) for k, v in digits_environment().items()
+               if k in log["protocol"] and log["protocol"][k] != v}
+    if changed:  # the run goes on, but its later tasks are not the digits an uninterrupted run would give
+        print(f"warning: {log_path} was started with {changed} (then, now): a resumed run continues with other "
+              "floating-point summation orders; set OMP_NUM_THREADS / ATEN_CPU_CAPABILITY as then for the same "
+              "digits", file=sys.stderr)
     bench = get_benchmark("permuted_mnist", num_tasks=args.tasks, pad_to=32, first_identity=True,
                           max_train_per_task=args.max_train, max_test_per_task=args.max_test)
     learners: dict[str, hypercl.ContinualLearner] = {}

@@ -39,7 +39,7 @@ def test_bad_arguments_are_one_line_before_training(tmp_path, capsys):
 
 
 @pytest.mark.skipif(mnist_root() is None, reason=mnist_skip_reason())
-def test_stop_after_then_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_stop_after_then_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     import torch
 
     monkeypatch.setenv("HYPERCL_DATA", str(mnist_root()))
@@ -54,10 +54,18 @@ def test_stop_after_then_resume_equals_the_uninterrupted_run(tmp_path, monkeypat
             assert [r[0] for r in rows] == [0] and rows[0][2] is not None  # stopped after task 0, evaluated there
         with pytest.raises(SystemExit, match="--resume"):  # an existing log is never overwritten
             ex.main(["--out", str(tmp_path / "split"), *TINY])
+        capsys.readouterr()
+        recorded = ex.digits_environment()
+        # a resume under another kernel path says so (here only the label differs, so the digits still match)
+        monkeypatch.setattr(ex, "digits_environment", lambda: {**recorded, "cpu_capability": "OTHER"})
         assert ex.main(["--out", str(tmp_path / "split"), *TINY, "--resume"]) == 0
+        warning = capsys.readouterr().err
+        assert "warning" in warning and "OTHER" in warning and recorded["cpu_capability"] in warning
     finally:
         torch.set_num_threads(threads)
     whole, split = _numbers(tmp_path / "whole"), _numbers(tmp_path / "split")
+    protocol = json.loads((tmp_path / "whole" / "log.json").read_text())["protocol"]
+    assert {k: protocol[k] for k in recorded} == recorded  # threads, kernel path and torch build are recorded
     assert whole["configs"] == split["configs"]
     for m in ("hnet_k8_online", "lstm_net_grow"):
         assert [r[0] for r in whole["rows"][m]] == [0, 1, 2, 3]
