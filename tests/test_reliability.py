@@ -348,3 +348,15 @@ def test_replay_checkpoints_are_kept_apart_and_not_overwritten(tmp_path, capsys)
     assert main([*args, "--lr", "0.01", "--resume"]) == 2
     assert "train.lr: 0.001 -> 0.01" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
+
+
+def test_device_name_names_the_cpu_kernel_path_and_threads():
+    """Results files say which CPU kernel path and thread count ran them (both decide the digits); the path follows
+    ``ATEN_CPU_CAPABILITY``."""
+    code = "import torch; from hypercl.devices import device_name; print(device_name(torch.device('cpu')))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+    named = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert named.startswith("cpu (") and ", DEFAULT, " in named and named.rstrip().endswith(", 1 threads)")
+    from hypercl.devices import device_name
+
+    assert f", {torch.backends.cpu.get_cpu_capability()}, " in device_name(torch.device("cpu"))
