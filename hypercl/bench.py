@@ -7,7 +7,6 @@ batch, so they are meaningful on a noisy machine where absolute times are not.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 import warnings
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from .allocator import keep_freed_memory
 from .checkpoint import atomic_write_text
+from .devices import device_name
 from .experiments.configs import method_run_config
 from .experiments.runner import build_learner
 from .learner import ContinualLearner
@@ -751,7 +751,7 @@ def main(args: Any) -> int:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        else device_name(device),  # names the CPU kernel path and the thread count
         "torch": torch.__version__,
         "steps": steps,
         "warmup": warmup,

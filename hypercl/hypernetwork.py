@@ -297,12 +297,13 @@ class HyperNetwork(nn.Module):
         Since ``Θ = offset + gain ⊙ raw``, ``w (Θ* − Θ)² = (w ⊙ gain²) (raw* − raw)²`` with
         ``raw* = (Θ* − offset) / gain`` (``gain > 0`` always, :func:`init_scale_map`). Returns ``(raw*, w ⊙ gain²)``
         padded to ``(B, n_chunks · chunk_size)`` with weight 0 on the padding, so a penalty on :meth:`generate_raw`'s
-        output equals the penalty on the generated weights.
+        output equals the penalty on the generated weights. With ``weight`` None (eq. 2) the weight is the same for
+        every task and is returned ONCE, ``(1, n_chunks · chunk_size)``, broadcast over the ``B`` tasks.
         """
         pad = self.plan.padding
         raw_targets = F.pad((targets - self.weight_offset) / self.weight_gain, (0, pad))
         sq_gain = self.weight_gain.square()
-        w = sq_gain.expand_as(targets) if weight is None else weight * sq_gain
+        w = sq_gain.unsqueeze(0) if weight is None else weight * sq_gain
         return raw_targets, F.pad(w, (0, pad))
 
     def generate(self, task_ids: TaskIds) -> OrderedDict[str, torch.Tensor]:

@@ -72,12 +72,15 @@ def hnet_output_regularizer(
         targets: ``(T−1, N)`` weights generated for the same tasks before learning task ``T`` (``Θ*_h``), detached.
         beta: the regularisation strength ``β``.
         scale_sq: for eq. 2 evaluated on the generator's RAW outputs ``r`` (``Θ = offset + gain ⊙ r``): ``gain²``
-            (``(T−1, N)``, see :meth:`~hypercl.HyperNetwork.to_raw_space`); the value is then the same norm of the
-            weights. ``None``: ``current``/``targets`` are the weights themselves.
+            (``(T−1, N)``, or ``(1, N)`` shared by all old tasks, see :meth:`~hypercl.HyperNetwork.to_raw_space`);
+            the value is then the same norm of the weights. ``None``: ``current``/``targets`` are the weights
+            themselves.
     """
     _check_pair(current, targets)
-    if scale_sq is not None and scale_sq.shape != current.shape:
-        raise ValueError(f"scale_sq has shape {tuple(scale_sq.shape)}, expected {tuple(current.shape)}")
+    if scale_sq is not None and scale_sq.shape not in (current.shape, (1, *current.shape[1:])):
+        raise ValueError(
+            f"scale_sq has shape {tuple(scale_sq.shape)}, expected {tuple(current.shape)} or {(1, *current.shape[1:])}"
+        )
     return beta / current.shape[0] * squared_distance(current, targets.detach(), scale_sq)
 
 

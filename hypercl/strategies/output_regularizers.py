@@ -185,14 +185,15 @@ class HNETRegularizer(Strategy):
         return draw_old_tasks(len(self.old_ids), self.reg_tasks_per_step, learner.rng)
 
     def step_targets(self, learner: Learner, pos: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw-space targets and per-weight weights of the regularised old tasks (rows ``pos``, all if None),
-        ``(K, padded)`` each: rows of the stored tensors, or generated now from the frozen copy ``Θ*_h``."""
+        """Raw-space targets ``(K, padded)`` and per-weight weights of the regularised old tasks (rows ``pos``, all
+        if None): rows of the stored tensors, or generated now from the frozen copy ``Θ*_h``. The weights are
+        ``(K, padded)`` for eq. 3, ``(1, padded)`` (shared, broadcast) for eq. 2."""
         if self.target_mode == "stored":
             raw_targets, weight = self.raw_space(learner)
             if pos is None:
                 return raw_targets, weight
             rows = pos.to(raw_targets.device)
-            return raw_targets[rows], weight[rows]
+            return raw_targets[rows], weight if weight.shape[0] == 1 else weight[rows]  # (1, P): shared by all
         hnet: HyperNetwork = learner.hnet  # attach() checked it is task-conditioned
         if self.snapshot is None:
             raise RuntimeError("targets='online' needs the frozen copy taken by before_task(); call it first")
@@ -204,7 +205,7 @@ class HNETRegularizer(Strategy):
             )
             sq_gain = F.pad(hnet.weight_gain.square(), (0, pad))
             imp = self.importance_of(ids)
-            weight = sq_gain.expand(len(ids), -1) if imp is None else F.pad(imp, (0, pad)) * sq_gain
+            weight = sq_gain.unsqueeze(0) if imp is None else F.pad(imp, (0, pad)) * sq_gain
         return raw_targets, weight
 
     def importance_of(self, ids: list[int]) -> Optional[torch.Tensor]:
