@@ -37,6 +37,7 @@ import hypercl
 from hypercl.allocator import keep_freed_memory
 from hypercl.checkpoint import atomic_save_figure, atomic_write_text
 from hypercl.data import get_benchmark
+from hypercl.devices import digits_environment
 from hypercl.experiments.configs import method_config
 from hypercl.experiments.runner import build_learner
 
@@ -64,13 +65,6 @@ def cl1_accuracy(learner: hypercl.ContinualLearner, task: Any, task_id: int, bat
     learner.hnet.train()
     learner.target.train()
     return correct / len(task.y_test)
-
-
-def digits_environment() -> dict:
-    """What besides the configuration decides the digits: the thread count, the CPU kernel path torch dispatches to
-    (``ATEN_CPU_CAPABILITY`` selects one) and the torch build."""
-    return {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
 
 
 def config(method: str, args: argparse.Namespace) -> dict:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 import torch
 
-__all__ = ["device_name"]
+__all__ = ["device_name", "digits_environment"]
 
 
 def device_name(dev: torch.device) -> str:
@@ -17,5 +18,15 @@ def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     cpu = platform.processor() or platform.machine()
-    path = torch.backends.cpu.get_cpu_capability()
-    return f"cpu ({cpu}, {path}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    env = digits_environment()
+    return f"cpu ({cpu}, {env['cpu_capability']}, {os.cpu_count()} cores, {env['threads']} threads)"
+
+
+def digits_environment() -> dict[str, Any]:
+    """What besides the run configuration decides a CPU run's digits, for a results record: the torch build, the
+    thread count and the CPU kernel path torch dispatches to (``ATEN_CPU_CAPABILITY`` selects one)."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }

@@ -45,6 +45,7 @@ import torch
 from hypercl.calibration import task_temperature
 from hypercl.checkpoint import atomic_write_text
 from hypercl.config import OffTaskConfig, RunConfig, ValidationConfig
+from hypercl.devices import digits_environment
 from hypercl.experiments.configs import method_run_config
 from hypercl.experiments.runner import build_benchmark, build_learner, run_seed
 from hypercl.experiments.summary import seed_stats
@@ -191,9 +192,7 @@ def environment() -> dict:
     differed from it), the torch build, the thread count and the CPU kernel path torch dispatched to."""
     status = _git("status", "--porcelain", "--", *CODE_PATHS)
     return {"commit": _git("rev-parse", "HEAD"), "code_clean": None if status is None else status == "",
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"), "cpu": _cpu_model(),
+            **digits_environment(), "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"), "cpu": _cpu_model(),
             "python": platform.python_version(), "numpy": _numpy_version(), "machine": platform.machine()}
 
 

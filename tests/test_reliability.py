@@ -353,10 +353,13 @@ def test_replay_checkpoints_are_kept_apart_and_not_overwritten(tmp_path, capsys)
 def test_device_name_names_the_cpu_kernel_path_and_threads():
     """Results files say which CPU kernel path and thread count ran them (both decide the digits); the path follows
     ``ATEN_CPU_CAPABILITY``."""
-    code = "import torch; from hypercl.devices import device_name; print(device_name(torch.device('cpu')))"
+    code = ("import json, torch; from hypercl.devices import device_name, digits_environment; "
+            "print(device_name(torch.device('cpu'))); print(json.dumps(digits_environment()))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
-    named = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert named.startswith("cpu (") and ", DEFAULT, " in named and named.rstrip().endswith(", 1 threads)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    named, digits = out.splitlines()
+    assert named.startswith("cpu (") and ", DEFAULT, " in named and named.endswith(", 1 threads)")
+    assert json.loads(digits) == {"torch": torch.__version__, "threads": 1, "cpu_capability": "DEFAULT"}
     from hypercl.devices import device_name
 
     assert f", {torch.backends.cpu.get_cpu_capability()}, " in device_name(torch.device("cpu"))
